@@ -1,0 +1,149 @@
+"""Run profiles, seeds and device selection: the one place that decides them.
+
+Profiles live in ``profiles.toml`` next to this file (data, not code branches).
+Every length in a profile is given at paper scale (848x480 viewpoint crops) and
+multiplied by ``scale`` where it is used, so the three profiles differ only in numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+PROFILES_FILE = Path(__file__).with_name("profiles.toml")
+PROFILE_NAMES = ("paper", "quick", "smoke")
+VIEWPOINTS = ("front", "center", "back")
+#: Viewpoint crop size at paper scale (width, height), Table 3 / section 6.
+PAPER_CROP_SIZE = (848, 480)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One row of ``profiles.toml``: how big and how many."""
+
+    name: str
+    description: str
+    scale: float
+    seed: int
+    frame_width: int
+    frame_height: int
+    video_fps: float
+    conveyor_px_per_frame: float
+    normal_underbodies: int
+    defective_underbodies: dict
+    video_codec: str
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.scale <= 1.0:
+            raise ValueError(f"profile {self.name!r}: scale must lie in [0.05, 1], got {self.scale}")
+        if self.normal_underbodies < 0:
+            raise ValueError(
+                f"profile {self.name!r}: normal_underbodies must be >= 0, got {self.normal_underbodies}"
+            )
+        unknown = set(self.defective_underbodies) - set(VIEWPOINTS)
+        if unknown:
+            raise ValueError(
+                f"profile {self.name!r}: defective_underbodies has unknown viewpoints {sorted(unknown)}"
+            )
+        for view, count in self.defective_underbodies.items():
+            if int(count) < 0:
+                raise ValueError(
+                    f"profile {self.name!r}: defective_underbodies[{view!r}] must be >= 0, got {count}"
+                )
+
+    def px(self, paper_pixels: float) -> int:
+        """A paper-scale length in this profile's pixels."""
+        return int(round(paper_pixels * self.scale))
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of a video frame, rounded to a multiple of 8 for codecs."""
+        return (_round8(self.frame_width * self.scale), _round8(self.frame_height * self.scale))
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """(width, height) of a viewpoint crop (848x480 at paper scale)."""
+        return (self.px(PAPER_CROP_SIZE[0]), self.px(PAPER_CROP_SIZE[1]))
+
+    @property
+    def n_passes(self) -> int:
+        return self.normal_underbodies + sum(int(v) for v in self.defective_underbodies.values())
+
+    def with_overrides(self, **changes) -> Profile:
+        """A copy with some fields changed (validated like the original)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown profile field(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+
+def _round8(x: float) -> int:
+    return max(8, int(round(x / 8.0)) * 8)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # the simulator does not need torch
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_profile_name(name: str) -> str:
+    """``auto`` -> ``paper`` with CUDA, else ``quick``; other names are checked."""
+    if name == "auto":
+        return "paper" if cuda_available() else "quick"
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)} or 'auto'")
+    return name
+
+
+def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
+    """Read a profile from ``profiles.toml`` (or another TOML file with the same fields)."""
+    path = Path(path) if path is not None else PROFILES_FILE
+    resolved = resolve_profile_name(name) if path == PROFILES_FILE else name
+    with open(path, "rb") as fh:
+        table = tomllib.load(fh)
+    if resolved not in table:
+        raise ValueError(f"profile {resolved!r} not found in {path}; it has {sorted(table)}")
+    row = dict(table[resolved])
+    fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    missing = fields - set(row)
+    extra = set(row) - fields
+    if missing or extra:
+        raise ValueError(
+            f"{path} [{resolved}]: missing fields {sorted(missing)}, unknown fields {sorted(extra)}"
+        )
+    return Profile(name=resolved, **row)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy and (if present) torch; return a numpy Generator for explicit use."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+    return np.random.default_rng(seed)
+
+
+def select_device(preferred: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; an explicit choice is checked."""
+    if preferred == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if preferred == "cuda" and not cuda_available():
+        raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False")
+    if preferred not in ("cpu", "cuda") and not preferred.startswith("cuda:"):
+        raise ValueError(f"unknown device {preferred!r}; use 'auto', 'cpu' or 'cuda[:N]'")
+    return preferred

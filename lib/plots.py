@@ -1,0 +1,77 @@
+"""Figures shared by the notebooks: contact sheets, mask overlays, annotated crops."""
+
+from __future__ import annotations
+
+import cv2
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV BGR (or grey) -> RGB for matplotlib."""
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    return image[..., ::-1]
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, colour=(0, 0, 255), alpha: float = 0.45, contour=True):
+    """Blend a binary mask onto a BGR image, with its contour drawn for small regions."""
+    out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    m = mask > 0
+    if m.shape != out.shape[:2]:
+        raise ValueError(f"mask shape {m.shape} differs from image shape {out.shape[:2]}")
+    out[m] = (out[m] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
+    if contour and m.any():
+        cs, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, cs, -1, colour, 1)
+    return out
+
+
+def contact_sheet(images, titles=None, ncols: int = 4, width: float = 16.0, suptitle: str | None = None):
+    """A grid of images (BGR or grey) with optional titles; returns the figure."""
+    images = list(images)
+    if not images:
+        raise ValueError("contact_sheet: no images given")
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    h, w = images[0].shape[:2]
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, width / ncols * h / w * nrows + 0.4 * nrows), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, img in enumerate(images):
+        ax = axes.ravel()[k]
+        ax.imshow(to_rgb(img), cmap="gray" if img.ndim == 2 else None)
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def zoom_box(image: np.ndarray, bbox, pad: int = 12, size: int = 160) -> np.ndarray:
+    """Crop around bbox (x0 y0 x1 y1) with padding and scale to ``size`` px tall (nearest)."""
+    x0, y0, x1, y1 = (int(v) for v in bbox)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+    crop = image[y0:y1, x0:x1]
+    f = size / max(1, crop.shape[0])
+    return cv2.resize(crop, (max(1, int(crop.shape[1] * f)), size), interpolation=cv2.INTER_NEAREST)
+
+
+def variation_figure(crop_a: np.ndarray, crop_b: np.ndarray, std_map: np.ndarray, roi: np.ndarray):
+    """Two normal cars side by side and the per-pixel std across cars with the ROI outlined."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.4))
+    for ax, img, title in zip(axes, (crop_a, crop_b), ("normal car A", "normal car B"), strict=False):
+        ax.imshow(to_rgb(img))
+        ax.set_title(title)
+        ax.axis("off")
+    im = axes[2].imshow(std_map, cmap="magma")
+    axes[2].contour(roi > 0, [0.5], colors="cyan", linewidths=0.5)
+    axes[2].set_title("std across cars (ROI in cyan)")
+    axes[2].axis("off")
+    fig.colorbar(im, ax=axes[2])
+    return fig

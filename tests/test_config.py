@@ -1,0 +1,56 @@
+import pytest
+
+from lib import config
+
+
+def test_profiles_load_and_scale():
+    paper, quick, smoke = (config.load_profile(n) for n in ("paper", "quick", "smoke"))
+    assert paper.crop_size == (848, 480)
+    assert quick.crop_size == (424, 240)
+    assert smoke.crop_size[0] < quick.crop_size[0]
+    # Table 2: 345 normal + 15 real defective underbodies (3 front, 6 center, 6 back)
+    assert paper.normal_underbodies == 345
+    assert paper.defective_underbodies == {"front": 3, "center": 6, "back": 6}
+    assert paper.n_passes == 360
+    for p in (paper, quick, smoke):  # frames hold the crop with slack for the conveyor motion
+        assert p.frame_size[0] > p.crop_size[0] and p.frame_size[1] > p.crop_size[1]
+
+
+def test_auto_resolves_by_cuda(monkeypatch):
+    monkeypatch.setattr(config, "cuda_available", lambda: True)
+    assert config.resolve_profile_name("auto") == "paper"
+    monkeypatch.setattr(config, "cuda_available", lambda: False)
+    assert config.resolve_profile_name("auto") == "quick"
+
+
+def test_unknown_profile_is_named():
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        config.load_profile("huge")
+
+
+def test_negative_counts_rejected():
+    smoke = config.load_profile("smoke")
+    with pytest.raises(ValueError, match="normal_underbodies"):
+        smoke.with_overrides(normal_underbodies=-1)
+    with pytest.raises(ValueError, match=r"defective_underbodies\['back'\]"):
+        smoke.with_overrides(defective_underbodies={"back": -2})
+    with pytest.raises(ValueError, match="unknown profile field"):
+        smoke.with_overrides(bogus=1)
+
+
+def test_profile_file_with_missing_field(tmp_path):
+    bad = tmp_path / "p.toml"
+    bad.write_text('[tiny]\ndescription = "x"\nscale = 0.25\n')
+    with pytest.raises(ValueError, match="missing fields"):
+        config.load_profile("tiny", bad)
+
+
+def test_seed_and_device():
+    rng_a = config.seed_everything(3)
+    rng_b = config.seed_everything(3)
+    assert rng_a.random() == rng_b.random()
+    with pytest.raises(ValueError, match="seed"):
+        config.seed_everything(-1)
+    assert config.select_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        config.select_device("tpu")
