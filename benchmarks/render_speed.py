@@ -28,9 +28,13 @@ def main() -> None:
         s = simulate_line(prof, tmp, workers=1, max_passes=args.passes, progress=False)
     t = s["timing"]
     fps = t["frames_per_s_one_core"]
-    print(f"frame {s['frame_size'][0]}x{s['frame_size'][1]}, {s['n_frames']} frames from {s['n_passes']} passes")
+    print(
+        f"frame {s['frame_size'][0]}x{s['frame_size'][1]}, {s['n_frames']} frames from {s['n_passes']} passes"
+    )
     print(f"frame synthesis: {fps} frames/s on one core (target {TARGET_FPS}: ratio {fps / TARGET_FPS:.2f}x)")
-    print(f"drawing: {t['draw_s_per_underbody']} s per underbody; end to end {t['frames_per_s_wall']} frames/s")
+    print(
+        f"drawing: {t['draw_s_per_underbody']} s per underbody; end to end {t['frames_per_s_wall']} frames/s"
+    )
 
 
 if __name__ == "__main__":

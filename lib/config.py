@@ -37,6 +37,7 @@ class Profile:
     normal_underbodies: int
     defective_underbodies: dict
     video_codec: str
+    synthetic_fraction: float
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.scale <= 1.0:
@@ -44,6 +45,10 @@ class Profile:
         if self.normal_underbodies < 0:
             raise ValueError(
                 f"profile {self.name!r}: normal_underbodies must be >= 0, got {self.normal_underbodies}"
+            )
+        if not 0.0 < self.synthetic_fraction <= 1.0:
+            raise ValueError(
+                f"profile {self.name!r}: synthetic_fraction must lie in (0, 1], got {self.synthetic_fraction}"
             )
         unknown = set(self.defective_underbodies) - set(VIEWPOINTS)
         if unknown:

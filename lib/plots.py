@@ -75,3 +75,21 @@ def variation_figure(crop_a: np.ndarray, crop_b: np.ndarray, std_map: np.ndarray
     axes[2].axis("off")
     fig.colorbar(im, ax=axes[2])
     return fig
+
+
+def score_timeline(scores, pass_ids, threshold: float):
+    """Template-matching score over time for each viewpoint template (one panel per pass)."""
+    pass_ids = list(pass_ids)
+    fig, axes = plt.subplots(1, len(pass_ids), figsize=(5 * len(pass_ids), 3), squeeze=False)
+    for ax, pid in zip(axes[0], pass_ids, strict=True):
+        s = scores[scores.pass_id == pid]
+        for view, g in s.groupby("viewpoint"):
+            ax.plot(g.frame_index, g.score, label=view)
+        ax.axhline(threshold, color="k", ls="--", lw=0.8, label="threshold")
+        ax.set_title(f"pass {pid}")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("TM_CCOEFF_NORMED")
+        ax.set_ylim(-0.3, 1.0)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,213 @@
+"""Underbody extraction by template matching (paper section 4.1).
+
+``cv2.matchTemplate`` with TM_CCOEFF_NORMED and ``cv2.minMaxLoc``, coarse to fine: the
+search runs on frames and templates downscaled by ``coarse``, then refines at full
+resolution in a small window around the coarse peak. Videos are streamed frame by frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from lib.acquire.sealant_line import read_video_frames
+from lib.fileio import read_image, write_csv, write_image
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    score: float
+    x: int
+    y: int
+
+
+class TemplateMatcher:
+    """Coarse-to-fine TM_CCOEFF_NORMED matching of one template (grey)."""
+
+    def __init__(self, template: np.ndarray, coarse: int = 4, name: str = "template"):
+        if coarse < 1:
+            raise ValueError(f"coarse must be >= 1, got {coarse}")
+        self.name = name
+        self.full = _grey(template)
+        self.coarse = coarse
+        h, w = self.full.shape
+        self.small = cv2.resize(
+            self.full, (max(8, w // coarse), max(8, h // coarse)), interpolation=cv2.INTER_AREA
+        )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.full.shape[1], self.full.shape[0]
+
+    def match(self, frame: np.ndarray) -> Match:
+        g = _grey(frame)
+        fh, fw = g.shape
+        tw, th = self.size
+        if tw > fw or th > fh:
+            raise ValueError(f"{self.name} ({tw}x{th}) is larger than the frame ({fw}x{fh})")
+        c = self.coarse
+        if c > 1:
+            small = cv2.resize(g, (fw // c, fh // c), interpolation=cv2.INTER_AREA)
+            if small.shape[0] >= self.small.shape[0] and small.shape[1] >= self.small.shape[1]:
+                res = cv2.matchTemplate(small, self.small, cv2.TM_CCOEFF_NORMED)
+                _, _, _, (cx, cy) = cv2.minMaxLoc(res)
+                pad = c + 2
+                x0, y0 = max(0, cx * c - pad), max(0, cy * c - pad)
+                x1, y1 = min(fw, cx * c + pad + tw), min(fh, cy * c + pad + th)
+                res = cv2.matchTemplate(g[y0:y1, x0:x1], self.full, cv2.TM_CCOEFF_NORMED)
+                _, score, _, (x, y) = cv2.minMaxLoc(res)
+                return Match(float(score), int(x + x0), int(y + y0))
+        res = cv2.matchTemplate(g, self.full, cv2.TM_CCOEFF_NORMED)
+        _, score, _, (x, y) = cv2.minMaxLoc(res)
+        return Match(float(score), int(x), int(y))
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+
+def load_matchers(data_root: Path | str, viewpoints, coarse: int = 4) -> dict[str, TemplateMatcher]:
+    root = Path(data_root)
+    return {
+        v: TemplateMatcher(
+            read_image(root / "templates" / f"{v}.png", cv2.IMREAD_COLOR), coarse, f"template {v!r}"
+        )
+        for v in viewpoints
+    }
+
+
+def scan_video(
+    video: Path | str, matchers: dict[str, TemplateMatcher], keep_frames=None
+) -> tuple[pd.DataFrame, dict]:
+    """Match every template on every frame (streamed). Returns the score table and the frames
+    whose indices are in ``keep_frames`` (a callable index -> bool), for cropping later."""
+    rows, kept = [], {}
+    for k, frame in read_video_frames(video):
+        for view, m in matchers.items():
+            r = m.match(frame)
+            rows.append((k, view, r.score, r.x, r.y))
+        if keep_frames is not None and keep_frames(k):
+            kept[k] = frame
+    return pd.DataFrame(rows, columns=["frame_index", "viewpoint", "score", "x", "y"]), kept
+
+
+def select_frames(scores: pd.DataFrame, viewpoint: str, threshold: float, n: int = 1) -> pd.DataFrame:
+    """The peak frame of a viewpoint plus the n-1 best distinct frames near it above ``threshold``.
+
+    Raises a clear error (with the best score seen) when the template never reaches the threshold.
+    """
+    s = scores[scores.viewpoint == viewpoint]
+    if s.empty:
+        raise ValueError(f"no scores for viewpoint {viewpoint!r}")
+    above = s[s.score >= threshold]
+    if above.empty:
+        best = s.loc[s.score.idxmax()]
+        raise LookupError(
+            f"template {viewpoint!r} never reaches the threshold {threshold:.2f}; "
+            f"best score seen {best.score:.3f} at frame {int(best.frame_index)}"
+        )
+    peak = above.loc[above.score.idxmax()]
+    # near the peak first, then by score: distinct moments of the same underbody
+    cand = above.assign(dist=(above.frame_index - peak.frame_index).abs()).sort_values(
+        ["dist", "score"], ascending=[True, False], kind="stable"
+    )
+    return cand.head(n).drop(columns="dist").sort_values("frame_index").reset_index(drop=True)
+
+
+def crop(frame: np.ndarray, x: int, y: int, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    fh, fw = frame.shape[:2]
+    if x < 0 or y < 0 or x + w > fw or y + h > fh:
+        raise ValueError(f"crop ({x}, {y}, {w}x{h}) leaves the frame ({fw}x{fh})")
+    return frame[y : y + h, x : x + w].copy()
+
+
+def extract_crops(
+    data_root: Path | str,
+    plan: pd.DataFrame,
+    threshold: float,
+    frames_for,
+    coarse: int = 4,
+    out_dir: str = "frames",
+    gt_mask_for=None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Scan every pass in ``plan`` and cut the crops it asks for.
+
+    ``frames_for(row) -> {viewpoint: n_frames}`` says which viewpoints and how many frames to take
+    from a pass; ``gt_mask_for(pass_id, frame_index)`` (optional) gives the frame's GT mask, cropped
+    at the same matched location. Returns (crops table, all scores, timing). A pass whose template
+    never reaches the threshold is recorded as rejected, not fatal.
+    """
+    root = Path(data_root)
+    matchers = load_matchers(root, sorted({v for _, r in plan.iterrows() for v in frames_for(r)}), coarse)
+    crops, all_scores, rejected = [], [], []
+    n_frames, t_match = 0, 0.0
+    for _, row in tqdm(list(plan.iterrows()), desc="extracting", unit="pass", disable=not progress):
+        video = Path(row.video_path)
+        video = video if video.is_absolute() else root / video
+        wanted = frames_for(row)
+        t0 = time.perf_counter()
+        scores, _ = scan_video(video, {v: matchers[v] for v in wanted})
+        t_match += time.perf_counter() - t0
+        n_frames += int(scores.frame_index.nunique())
+        scores.insert(0, "pass_id", int(row.pass_id))
+        all_scores.append(scores)
+        picks = []
+        for view, n in wanted.items():
+            try:
+                sel = select_frames(scores, view, threshold, n)
+            except LookupError as exc:
+                rejected.append({"pass_id": int(row.pass_id), "viewpoint": view, "reason": str(exc)})
+                continue
+            picks += [(view, r) for _, r in sel.iterrows()]
+        need = {int(r.frame_index) for _, r in picks}
+        frames = {k: f for k, f in read_video_frames(video) if k in need} if need else {}
+        for rank, (view, r) in enumerate(picks):
+            k = int(r.frame_index)
+            size = matchers[view].size
+            image = crop(frames[k], int(r.x), int(r.y), size)
+            rel = f"{out_dir}/{view}/{row.underbody_id}_f{k:03d}.png"
+            write_image(root / rel, image)
+            rec = {
+                "pass_id": int(row.pass_id),
+                "underbody_id": row.underbody_id,
+                "viewpoint": view,
+                "frame_index": k,
+                "match_score": round(float(r.score), 6),
+                "match_x": int(r.x),
+                "match_y": int(r.y),
+                "image_path": rel,
+                "mask_path": "",
+                "rank": rank,
+            }
+            if gt_mask_for is not None:
+                full = gt_mask_for(int(row.pass_id), k)
+                if full is not None and full.any():
+                    m = crop(full, int(r.x), int(r.y), size)
+                    if m.any():
+                        mrel = f"{out_dir}/{view}/{row.underbody_id}_f{k:03d}_mask.png"
+                        write_image(root / mrel, m)
+                        rec["mask_path"] = mrel
+            crops.append(rec)
+    scores = pd.concat(all_scores, ignore_index=True) if all_scores else pd.DataFrame()
+    table = pd.DataFrame(crops)
+    timing = {
+        "frames": n_frames,
+        "match_s": round(t_match, 2),
+        "fps": round(n_frames / max(t_match, 1e-9), 1),
+    }
+    if rejected:
+        timing["rejected"] = rejected
+    return table, scores, timing
+
+
+def save_extraction(root: Path, crops: pd.DataFrame, scores: pd.DataFrame) -> None:
+    write_csv(root / "extraction" / "crops.csv", crops)
+    write_csv(root / "extraction" / "scores.csv", scores)
