@@ -13,8 +13,9 @@ from lib.acquire.user_videos import probe_video, register_user_videos
 
 def _digest_tree(root):
     out = {}
+    sim_outputs = ("videos", "defects", "templates", "passes.csv", "poses.csv")
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "simulation.json":
+        if p.is_file() and p.relative_to(root).parts[0] in sim_outputs:
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

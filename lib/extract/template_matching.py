@@ -30,10 +30,12 @@ class Match:
 class TemplateMatcher:
     """Coarse-to-fine TM_CCOEFF_NORMED matching of one template (grey)."""
 
-    def __init__(self, template: np.ndarray, coarse: int = 4, name: str = "template"):
+    def __init__(self, template: np.ndarray, coarse: int = 4, name: str = "template", refine_above: float = 0.25):
         if coarse < 1:
             raise ValueError(f"coarse must be >= 1, got {coarse}")
         self.name = name
+        #: frames whose coarse score is below this skip the (costly) full-resolution refinement
+        self.refine_above = refine_above
         self.full = _grey(template)
         self.coarse = coarse
         h, w = self.full.shape
@@ -56,7 +58,9 @@ class TemplateMatcher:
             small = cv2.resize(g, (fw // c, fh // c), interpolation=cv2.INTER_AREA)
             if small.shape[0] >= self.small.shape[0] and small.shape[1] >= self.small.shape[1]:
                 res = cv2.matchTemplate(small, self.small, cv2.TM_CCOEFF_NORMED)
-                _, _, _, (cx, cy) = cv2.minMaxLoc(res)
+                _, coarse_score, _, (cx, cy) = cv2.minMaxLoc(res)
+                if coarse_score < self.refine_above:
+                    return Match(float(coarse_score), int(cx * c), int(cy * c))
                 pad = c + 2
                 x0, y0 = max(0, cx * c - pad), max(0, cy * c - pad)
                 x1, y1 = min(fw, cx * c + pad + tw), min(fh, cy * c + pad + th)
