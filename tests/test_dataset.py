@@ -6,7 +6,8 @@ import pytest
 from lib import masking
 from lib.acquire import sealant_line as sl
 from lib.config import load_profile
-from lib.dataset import assemble, manifest as mf, splits
+from lib.dataset import assemble, splits
+from lib.dataset import manifest as mf
 from lib.dataset.mvtec import import_mvtec
 from lib.defects import synthetic as syn
 from lib.extract import template_matching as tm
@@ -116,7 +117,9 @@ def test_each_synthetic_type_changes_only_near_its_mask(built, kind):
     img = cv2.resize(base, None, fx=2, fy=2)  # a larger crop makes the band check meaningful
     traj = cv2.resize(t["trajectory"], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     reg = cv2.resize(t["regions"], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    spec = syn.SyntheticSpec(kind, 2, 60.0 if kind != "hole" else 14.0, 0.5 if kind != "misalignment" else 0.8, 7)
+    spec = syn.SyntheticSpec(
+        kind, 2, 60.0 if kind != "hole" else 14.0, 0.5 if kind != "misalignment" else 0.8, 7
+    )
     out, gt = syn.make_defect(img, traj, reg, spec, scale)
     assert gt.any()
     changed = np.abs(out.astype(int) - img.astype(int)).max(axis=2) > 2

@@ -10,7 +10,12 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
     results = run_workbook("smoke", data_root=tmp_path / "data", runs_dir=runs)
     assert [r["error"] for r in results] == [None] * len(results), results
     names = [r["notebook"] for r in results]
-    assert names[:4] == ["00_acquire.ipynb", "01_extract.ipynb", "02_synthetic_defects.ipynb", "03_masking.ipynb"]
+    assert names[:4] == [
+        "00_acquire.ipynb",
+        "01_extract.ipynb",
+        "02_synthetic_defects.ipynb",
+        "03_masking.ipynb",
+    ]
     for r in results:
         assert r["html"].stat().st_size > 10_000
     index = (runs / "index.html").read_text()

@@ -208,6 +208,27 @@ def _region_at(regions: np.ndarray, mask: np.ndarray) -> str:
     return str(int(regions[int(np.median(ys)), int(np.median(xs))]))
 
 
+def _row(root, image_id, r, split, source, defect_type, region, mask, roi_path, match_score) -> dict:
+    """One manifest row; ``r`` carries underbody_id, viewpoint, frame_index, image_path, mask_path."""
+    return {
+        "image_id": image_id,
+        "underbody_id": r.underbody_id,
+        "viewpoint": r.viewpoint,
+        "split": split,
+        "label": "normal" if source == "none" else "anomalous",
+        "source": source,
+        "defect_type": defect_type,
+        "region": region,
+        "frame_index": int(r.frame_index),
+        "image_path": r.image_path,
+        "mask_path": r.mask_path,
+        "roi_path": roi_path,
+        "area_ratio": round(mf.area_ratio(mask), 8),
+        "sha256": sha256_file(root / r.image_path),
+        "match_score": match_score,
+    }
+
+
 def build_manifest(data_root, roi_margin: float = DEFAULT_ROI_MARGIN) -> pd.DataFrame:
     """Assemble and write ``data_manifest.csv`` under the data root (review decisions honoured)."""
     root = Path(data_root)
@@ -231,47 +252,39 @@ def build_manifest(data_root, roi_margin: float = DEFAULT_ROI_MARGIN) -> pd.Data
             continue  # the defect is not visible in this crop: not a usable test image
         mask = read_image(root / r.mask_path, cv2.IMREAD_GRAYSCALE) if r.mask_path else None
         rows.append(
-            {
-                "image_id": f"{r.viewpoint}/{split}/{r.underbody_id}_f{r.frame_index:03d}",
-                "underbody_id": r.underbody_id,
-                "viewpoint": r.viewpoint,
-                "split": split,
-                "label": "anomalous" if real else "normal",
-                "source": "real" if real else "none",
-                "defect_type": p.loc[r.pass_id, "defect_type"] if real else "",
-                "region": _region_at(regions[r.viewpoint], mask) if mask is not None else "",
-                "frame_index": int(r.frame_index),
-                "image_path": r.image_path,
-                "mask_path": r.mask_path,
-                "roi_path": rois[r.viewpoint],
-                "area_ratio": round(mf.area_ratio(mask), 8),
-                "sha256": sha256_file(root / r.image_path),
-                "match_score": r.match_score,
-            }
+            _row(
+                root,
+                f"{r.viewpoint}/{split}/{r.underbody_id}_f{r.frame_index:03d}",
+                r,
+                split,
+                "real" if real else "none",
+                p.loc[r.pass_id, "defect_type"] if real else "",
+                _region_at(regions[r.viewpoint], mask) if mask is not None else "",
+                mask,
+                rois[r.viewpoint],
+                r.match_score,
+            )
         )
     for s in synth.itertuples(index=False):
         if review.get(s.synthetic_id, "accept") == "reject":
             continue
         mask = read_image(root / s.mask_path, cv2.IMREAD_GRAYSCALE)
         score = crops.loc[crops.image_path == s.source_image, "match_score"]
+        score = float(score.iloc[0]) if len(score) else float("nan")
+        image_id = f"{s.viewpoint}/{s.split}/{s.synthetic_id}"
         rows.append(
-            {
-                "image_id": f"{s.viewpoint}/{s.split}/{s.synthetic_id}",
-                "underbody_id": s.underbody_id,
-                "viewpoint": s.viewpoint,
-                "split": s.split,
-                "label": "anomalous",
-                "source": "synthetic",
-                "defect_type": s.defect_type,
-                "region": str(s.region),
-                "frame_index": int(s.frame_index),
-                "image_path": s.image_path,
-                "mask_path": s.mask_path,
-                "roi_path": rois[s.viewpoint],
-                "area_ratio": round(mf.area_ratio(mask), 8),
-                "sha256": sha256_file(root / s.image_path),
-                "match_score": float(score.iloc[0]) if len(score) else float("nan"),
-            }
+            _row(
+                root,
+                image_id,
+                s,
+                s.split,
+                "synthetic",
+                s.defect_type,
+                str(s.region),
+                mask,
+                rois[s.viewpoint],
+                score,
+            )
         )
     df = (
         pd.DataFrame(rows)

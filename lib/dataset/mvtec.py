@@ -20,7 +20,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def import_mvtec(folder, viewpoint: str = "mvtec", seed: int = 0, write: bool = True) -> pd.DataFrame:
@@ -42,7 +44,9 @@ def import_mvtec(folder, viewpoint: str = "mvtec", seed: int = 0, write: bool = 
             m = read_image(mask, cv2.IMREAD_GRAYSCALE)
             img = read_image(path, cv2.IMREAD_UNCHANGED)
             if m.shape[:2] != img.shape[:2]:
-                raise ValueError(f"mask {mask} is {m.shape[1]}x{m.shape[0]}, image {path} is {img.shape[1]}x{img.shape[0]}")
+                raise ValueError(
+                    f"mask {mask} is {m.shape[1]}x{m.shape[0]}, image {path} is {img.shape[1]}x{img.shape[0]}"
+                )
         uid = rel.rsplit(".", 1)[0].replace("/", "_")
         rows.append(
             {

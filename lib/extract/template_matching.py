@@ -30,7 +30,9 @@ class Match:
 class TemplateMatcher:
     """Coarse-to-fine TM_CCOEFF_NORMED matching of one template (grey)."""
 
-    def __init__(self, template: np.ndarray, coarse: int = 4, name: str = "template", refine_above: float = 0.25):
+    def __init__(
+        self, template: np.ndarray, coarse: int = 4, name: str = "template", refine_above: float = 0.25
+    ):
         if coarse < 1:
             raise ValueError(f"coarse must be >= 1, got {coarse}")
         self.name = name
