@@ -93,3 +93,49 @@ def score_timeline(scores, pass_ids, threshold: float):
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def heatmap_panels(rows, title: str | None = None):
+    """Rows of (image BGR, GT mask, {name: anomaly map}) -> input | GT | one heatmap per model."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("heatmap_panels: nothing to show")
+    names = list(rows[0][2])
+    ncols = 2 + len(names)
+    h, w = rows[0][0].shape[:2]
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(3.2 * ncols, 3.2 * h / w * len(rows) + 0.5), squeeze=False
+    )
+    # one colour scale per model across the rows, so heatmaps compare between images
+    scale = {
+        n: (min(float(r[2][n].min()) for r in rows), max(float(r[2][n].max()) for r in rows)) for n in names
+    }
+    for i, (img, gt, maps) in enumerate(rows):
+        axes[i][0].imshow(to_rgb(img))
+        axes[i][1].imshow(to_rgb(overlay_mask(img, gt)))
+        for j, name in enumerate(names):
+            axes[i][2 + j].imshow(to_rgb(img))
+            vmin, vmax = scale[name]
+            axes[i][2 + j].imshow(maps[name], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+            if i == 0:
+                axes[i][2 + j].set_title(name, fontsize=9)
+        if i == 0:
+            axes[i][0].set_title("input", fontsize=9)
+            axes[i][1].set_title("ground truth", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def bar_by(table, x: str, y: str, hue: str, title: str = "", ylabel: str | None = None):
+    """Grouped bars (e.g. AUROC per viewpoint per model); ``table`` in long format."""
+    pivot = table.pivot_table(index=x, columns=hue, values=y, aggfunc="mean")
+    ax = pivot.plot.bar(figsize=(8, 3.2), rot=0)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel or y)
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax.figure

@@ -13,15 +13,6 @@ from lib.defects import synthetic as syn
 from lib.extract import template_matching as tm
 
 
-@pytest.fixture(scope="module")
-def built(tiny_line, smoke_profile):
-    root, _ = tiny_line
-    plan, crops, scores, timing = assemble.extract(smoke_profile, root, 0, progress=False, force=True)
-    synth = assemble.make_synthetics(root, smoke_profile.scale, progress=False)
-    manifest = assemble.build_manifest(root)
-    return root, plan, crops, scores, synth, manifest
-
-
 def test_table2_counts_paper_profile():
     counts = splits.normal_counts(345)
     assert counts == splits.TABLE2_NORMAL

@@ -28,7 +28,18 @@ def load_outputs(data_root, store_root, cell: Cell, manifest: pd.DataFrame) -> d
     root = Path(data_root)
     res = read_results(store_root, cell)
     table = res["table"].merge(
-        manifest[["image_id", "source", "defect_type", "area_ratio", "mask_path", "roi_path", "viewpoint", "image_path"]],
+        manifest[
+            [
+                "image_id",
+                "source",
+                "defect_type",
+                "area_ratio",
+                "mask_path",
+                "roi_path",
+                "viewpoint",
+                "image_path",
+            ]
+        ],
         on="image_id",
         how="left",
         validate="one_to_one",
@@ -47,7 +58,11 @@ def load_outputs(data_root, store_root, cell: Cell, manifest: pd.DataFrame) -> d
                 rois[r.roi_path] = read_image(root / r.roi_path, cv2.IMREAD_GRAYSCALE)
             a = apply_roi(a, rois[r.roi_path], fill=float(m.min()))
         maps.append(a)
-        masks.append(read_image(root / r.mask_path, cv2.IMREAD_GRAYSCALE) if r.mask_path else np.zeros((h, w), np.uint8))
+        masks.append(
+            read_image(root / r.mask_path, cv2.IMREAD_GRAYSCALE)
+            if r.mask_path
+            else np.zeros((h, w), np.uint8)
+        )
     return {"table": table, "maps": maps, "masks": masks, "meta": res["meta"]}
 
 
@@ -69,9 +84,17 @@ def evaluate_outputs(cell: Cell, out: dict, n_bins: int = M.DEFAULT_BINS) -> pd.
     val = _subset(t, "val")
     calib_img = M.best_f1_threshold(y[val], s[val]) if y[val].any() else float("inf")
     val_idx = np.nonzero(val)[0]
-    calib_px = M.best_iou_threshold([out["masks"][i] for i in val_idx], [out["maps"][i] for i in val_idx], n_bins)
+    calib_px = M.best_iou_threshold(
+        [out["masks"][i] for i in val_idx], [out["maps"][i] for i in val_idx], n_bins
+    )
     rows = []
-    base = {"model": cell.model, "viewpoint": cell.viewpoint, "masked": cell.masked, "seed": cell.seed, "label": cell.label}
+    base = {
+        "model": cell.model,
+        "viewpoint": cell.viewpoint,
+        "masked": cell.masked,
+        "seed": cell.seed,
+        "label": cell.label,
+    }
     for name in SUBSETS:
         sel = _subset(t, name)
         if not y[sel].any():
@@ -80,7 +103,9 @@ def evaluate_outputs(cell: Cell, out: dict, n_bins: int = M.DEFAULT_BINS) -> pd.
         if name != "val":
             policies.append(("val-calibrated", calib_img, calib_px))
         idx = np.nonzero(sel)[0]
-        hist = M.PixelHistogram([out["masks"][i] for i in idx], [out["maps"][i] for i in idx], n_bins, components=True)
+        hist = M.PixelHistogram(
+            [out["masks"][i] for i in idx], [out["maps"][i] for i in idx], n_bins, components=True
+        )
         px_free = {"auroc": hist.auroc(), "aupr": hist.aupr(), "aupro": hist.aupro(0.3)}
         for policy, t_img, t_px in policies:
             im = M.image_metrics(y[sel], s[sel], t_img)
@@ -177,5 +202,9 @@ def fn_by_size(images: pd.DataFrame) -> pd.DataFrame:
         bins.update(dict(zip(g.image_id, b, strict=True)))
     anomalous["size_bin"] = anomalous.image_id.map(bins)
     anomalous["fn"] = ~anomalous.predicted_anomalous
-    out = anomalous.groupby(["model", "masked", "viewpoint", "size_bin"]).fn.sum().unstack("size_bin", fill_value=0)
+    out = (
+        anomalous.groupby(["model", "masked", "viewpoint", "size_bin"])
+        .fn.sum()
+        .unstack("size_bin", fill_value=0)
+    )
     return out.reindex(columns=["small", "medium", "large"], fill_value=0).reset_index()

@@ -95,7 +95,11 @@ def best_f1_threshold(y_true, y_score) -> float:
 def image_metrics(y_true, y_score, threshold: float) -> dict:
     """AUROC, AU-PR and thresholded precision/recall/F1/FP share at ``threshold``."""
     c = confusion_at(y_true, y_score, threshold)
-    out = {"auroc": roc_auc(y_true, y_score), "aupr": average_precision(y_true, y_score), "threshold": threshold}
+    out = {
+        "auroc": roc_auc(y_true, y_score),
+        "aupr": average_precision(y_true, y_score),
+        "threshold": threshold,
+    }
     out.update({k: v for k, v in prf_from_counts(c["tp"], c["fp"], c["fn"]).items() if k != "iou"})
     out.update(c)
     return out
@@ -200,7 +204,9 @@ class PixelHistogram:
         return float(np.clip(np.trapezoid(y, x) / fpr_limit, 0.0, 1.0))
 
 
-def pixel_metrics(masks, maps, threshold: float | None = None, n_bins: int = DEFAULT_BINS, fpr_limit=0.3) -> dict:
+def pixel_metrics(
+    masks, maps, threshold: float | None = None, n_bins: int = DEFAULT_BINS, fpr_limit=0.3
+) -> dict:
     """Pixel AUROC, AU-PR, AUPRO and IoU/precision/recall/F1/FP share at a threshold.
 
     ``threshold=None`` uses the oracle tau* = argmax IoU on these very maps (the paper's choice).

@@ -13,12 +13,16 @@ from lib.fileio import read_image
 from lib.masking import apply_roi
 
 
-def load_images(data_root, rows: pd.DataFrame, size: tuple[int, int], masked: bool, progress=False) -> np.ndarray:
+def load_images(
+    data_root, rows: pd.DataFrame, size: tuple[int, int], masked: bool, progress=False
+) -> np.ndarray:
     """(N, H, W, 3) uint8 BGR at ``size`` (width, height); masked: ROI applied before resizing."""
     root = Path(data_root)
     out = np.empty((len(rows), size[1], size[0], 3), np.uint8)
     rois = {}
-    for i, r in enumerate(tqdm(list(rows.itertuples(index=False)), desc="loading", disable=not progress, leave=False)):
+    for i, r in enumerate(
+        tqdm(list(rows.itertuples(index=False)), desc="loading", disable=not progress, leave=False)
+    ):
         img = read_image(root / r.image_path, cv2.IMREAD_COLOR)
         if masked:
             if not r.roi_path:

@@ -40,7 +40,9 @@ def timed_predict(model: AnomalyModel, images: np.ndarray, warmup: int = 2, prog
     return np.array(scores), np.stack(maps), np.array(times)
 
 
-def run_cell(model: AnomalyModel, data_root, manifest: pd.DataFrame, cell: Cell, store_root, progress=True) -> dict:
+def run_cell(
+    model: AnomalyModel, data_root, manifest: pd.DataFrame, cell: Cell, store_root, progress=True
+) -> dict:
     """Fit on train normals (validation normals available for calibration), predict val + test, store."""
     seed_everything(cell.seed)
     size = model.input_size

@@ -1,0 +1,115 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.evaluate import evaluate as ev
+from lib.evaluate import store
+from lib.evaluate.store import Cell
+from lib.models import AnomalyModel, GaussianBaseline
+from lib.models.train import run_cell, timed_predict
+
+
+def toy_images(n, seed=0, defect=False):
+    """Aligned 'crops': a fixed pattern plus noise; a defect is a bright square at (20, 30)."""
+    rng = np.random.default_rng(seed)
+    base = (np.indices((48, 64)).sum(axis=0) % 16 * 8).astype(np.float32)
+    out = np.empty((n, 48, 64, 3), np.uint8)
+    for i in range(n):
+        img = base[..., None] + rng.normal(0, 3, (48, 64, 3))
+        if defect:
+            img[20:26, 30:36] += 90
+        out[i] = np.clip(img, 0, 255)
+    return out
+
+
+def test_baseline_scores_defect_above_normal_and_localises():
+    model = GaussianBaseline(input_size=(64, 48))
+    model.fit(toy_images(20, 0))
+    s_norm, _ = model.predict(toy_images(5, 1))
+    s_bad, maps = model.predict(toy_images(1, 2, defect=True))
+    assert s_bad[0] > s_norm.max()
+    y, x = np.unravel_index(np.argmax(maps[0]), maps[0].shape)
+    assert 20 <= y < 26 and 30 <= x < 36
+    assert maps.shape == (1, 48, 64) and maps.dtype == np.float32
+
+
+def test_save_load_identical(tmp_path):
+    model = GaussianBaseline(input_size=(64, 48), smooth_sigma=1.5)
+    model.fit(toy_images(10))
+    model.save(tmp_path / "ckpt")
+    assert (
+        not list((tmp_path / "ckpt").glob("*.pkl")) and (tmp_path / "ckpt" / "weights.safetensors").is_file()
+    )
+    again = AnomalyModel.load(tmp_path / "ckpt")
+    assert isinstance(again, GaussianBaseline) and again.config == model.config
+    x = toy_images(3, 5, defect=True)
+    a, b = model.predict(x), again.predict(x)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_model_errors(tmp_path):
+    with pytest.raises(RuntimeError, match="fit"):
+        GaussianBaseline().predict(toy_images(1))
+    m = GaussianBaseline(input_size=(64, 48))
+    m.fit(toy_images(4))
+    with pytest.raises(ValueError, match="expects"):
+        m.predict(np.zeros((1, 10, 10, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="checkpoint file missing"):
+        AnomalyModel.load(tmp_path)
+
+
+def test_timed_predict_excludes_warmup():
+    m = GaussianBaseline(input_size=(64, 48))
+    m.fit(toy_images(4))
+    scores, maps, times = timed_predict(m, toy_images(6, 1), warmup=2)
+    assert len(scores) == len(times) == 6 and (times > 0).all()
+
+
+def test_store_roundtrip_and_done_marker(tmp_path):
+    cell = Cell("baseline", "front", True, 1)
+    assert cell.label == "baseline†" and Cell.from_key(cell.key) == cell
+    table = pd.DataFrame(
+        {
+            "image_id": ["a", "b"],
+            "split": ["val", "test"],
+            "label": ["normal", "anomalous"],
+            "score": [0.1, 0.9],
+            "time_ms": [1.0, 1.2],
+        }
+    )
+    maps = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    assert not store.is_done(tmp_path, cell)
+    store.write_results(tmp_path, cell, table, maps, {"note": "x"})
+    assert store.is_done(tmp_path, cell) and store.list_cells(tmp_path) == [cell]
+    back = store.read_results(tmp_path, cell)
+    assert np.allclose(back["maps"], maps, atol=1e-3) and list(back["table"].image_id) == ["a", "b"]
+    with pytest.raises(ValueError, match="anomaly maps"):
+        store.write_results(tmp_path, cell, table, maps[:1], {})
+    with pytest.raises(FileNotFoundError, match="no finished results"):
+        store.read_results(tmp_path, Cell("x", "front", False, 0))
+
+
+def test_cell_to_tables_on_smoke_dataset(built, tmp_path):
+    root, *_, manifest = built
+    results = tmp_path / "results"
+    for masked in (False, True):
+        run_cell(
+            GaussianBaseline(input_size=(106, 60)),
+            root,
+            manifest,
+            Cell("baseline", "front", masked, 0),
+            results,
+            False,
+        )
+    metrics, images = ev.evaluate_store(root, results, manifest, progress=False)
+    assert set(metrics.policy) == {"oracle", "val-calibrated"}
+    assert set(metrics.level) == {"image", "pixel"}
+    assert {"test", "val", "test-real", "test-synthetic"} >= set(metrics.subset) >= {"test", "val"}
+    px = metrics[metrics.level == "pixel"]
+    assert px.aupro.between(0, 1).all() and px.auroc.between(0, 1).all()
+    assert (metrics.median_ms > 0).all()
+    assert set(images.model) == {"baseline"} and images.masked.nunique() == 2
+    table = ev.summary_table(metrics, "test", "image", "oracle", ["auroc", "f1"])
+    assert set(table.label) == {"baseline", "baseline†"}
+    fn = ev.fn_by_size(images)
+    assert list(fn.columns[-3:]) == ["small", "medium", "large"]
