@@ -38,6 +38,7 @@ class Profile:
     defective_underbodies: dict
     video_codec: str
     synthetic_fraction: float
+    models: dict = dataclasses.field(default_factory=dict)  # per-model config overrides (Table 3 = defaults)
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.scale <= 1.0:
@@ -118,6 +119,7 @@ def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
         raise ValueError(f"profile {resolved!r} not found in {path}; it has {sorted(table)}")
     row = dict(table[resolved])
     fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    row.setdefault("models", {})
     missing = fields - set(row)
     extra = set(row) - fields
     if missing or extra:

@@ -139,3 +139,21 @@ def bar_by(table, x: str, y: str, hue: str, title: str = "", ylabel: str | None 
     ax.legend(fontsize=8)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def training_curves(summaries, keys=("loss", "p_true"), labels=None):
+    """One panel per key of ``history['curve']`` (list of dicts per epoch), one line per cell."""
+    import pandas as pd
+
+    labels = labels or {"loss": "loss", "p_true": "share of normal patches scored > margin"}
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 3.2), squeeze=False)
+    for s in summaries:
+        curve = pd.DataFrame(s["history"]["curve"])
+        for ax, key in zip(axes[0], keys, strict=True):
+            ax.plot(curve.index + 1, curve[key], label=s["cell"])
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(labels.get(key, key))
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -88,3 +88,35 @@ def _jsonable(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return obj
+
+
+def train_grid(
+    model_name: str, profile, data_root, manifest, viewpoints, variants, seeds, progress=True, **overrides
+):
+    """Run every (viewpoint, raw|masked, seed) cell of one model; returns one summary row per cell."""
+    from lib.models import make_model
+
+    store_root = Path(data_root) / "results"
+    unknown = set(variants) - {"raw", "masked"}
+    if unknown:
+        raise ValueError(f"variants must be 'raw' and/or 'masked', got {sorted(unknown)}")
+    rows = []
+    for view in viewpoints:
+        for variant in variants:
+            for seed in seeds:
+                cell = Cell(model_name, view, variant == "masked", int(seed))
+                seeded = {"seed": int(seed)} if _has_seed(model_name) else {}
+                model = make_model(model_name, profile, **seeded, **overrides)
+                summary = run_cell(model, data_root, manifest, cell, store_root, progress)
+                summary["history"] = model.history
+                summary["backbone"] = getattr(model, "backbone_description", "none")
+                rows.append(summary)
+    return rows
+
+
+def _has_seed(model_name: str) -> bool:
+    import dataclasses
+
+    from lib.models import REGISTRY
+
+    return "seed" in {f.name for f in dataclasses.fields(REGISTRY[model_name].config_class)}

@@ -1,0 +1,47 @@
+"""Patch features shared by PatchCore and SimpleNet: local aggregation and adaptive projection."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def aggregate_patches(
+    features: list[torch.Tensor], patch_size: int = 3
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Eq. 1: average each layer over p x p neighbourhoods, bring all to the first layer's grid.
+
+    Returns one (N*h*w, C_l) tensor per layer (channel counts differ) and the grid size (h, w).
+    """
+    pad = patch_size // 2
+    h, w = features[0].shape[-2:]
+    out = []
+    for f in features:
+        f = F.avg_pool2d(f, patch_size, stride=1, padding=pad, count_include_pad=False)
+        if f.shape[-2:] != (h, w):
+            f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
+        out.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
+    return out, (h, w)
+
+
+def project(per_layer: list[torch.Tensor], pretrain_dim: int, target_dim: int) -> torch.Tensor:
+    """PatchCore's embedding: each layer pooled to ``pretrain_dim``, then all to ``target_dim`` (adaptive avg)."""
+    pooled = [F.adaptive_avg_pool1d(x.unsqueeze(1), pretrain_dim).squeeze(1) for x in per_layer]
+    stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), 1, -1)
+    return F.adaptive_avg_pool1d(stacked, target_dim).squeeze(1)
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a_i - b_j||^2 by matmul (a: n x d, b: m x d), clamped at 0."""
+    return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1)[None, :] - 2.0 * a @ b.T).clamp_min_(0.0)
+
+
+def nearest(a: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096):
+    """k nearest bank rows for every row of ``a`` (Euclidean), chunked to bound memory."""
+    dists, idx = [], []
+    for i in range(0, len(a), chunk):
+        d = squared_distances(a[i : i + chunk], bank)
+        v, j = torch.topk(d, k, dim=1, largest=False)
+        dists.append(v.sqrt_())
+        idx.append(j)
+    return torch.cat(dists), torch.cat(idx)

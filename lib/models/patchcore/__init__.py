@@ -1,0 +1,87 @@
+"""PatchCore training glue (paper section 5.1, Table 3): the model interface around PatchCoreModel."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lib.config import select_device
+from lib.models.base import AnomalyModel, register
+from lib.models.patchcore.torch_model import PatchCoreModel, greedy_coreset
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchCoreConfig:
+    """Table 3: ResNeXt101 layer2+3, coreset 5 %, patch 3, k-NN 3, embed 1024/1024, 848x480, blur sigma 4."""
+
+    input_size: tuple = (848, 480)
+    backbone: str = "resnext101_32x8d"
+    weights: str = ""  # local weights file; "" = cache / package / random, see lib.models.backbones
+    layers: tuple = ("layer2", "layer3")
+    patch_size: int = 3
+    pretrain_embed_dim: int = 1024
+    target_embed_dim: int = 1024
+    coreset_ratio: float = 0.05
+    projection_dim: int = 128
+    num_neighbors: int = 3
+    blur_sigma: float = 4.0
+    batch_size: int = 4
+    device: str = "auto"
+    seed: int = 0
+
+
+@register
+class PatchCore(AnomalyModel):
+    name = "patchcore"
+    config_class = PatchCoreConfig
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        c = self.config
+        self.device = select_device(c.device)
+        self.net = PatchCoreModel(
+            c.backbone, c.layers, c.weights or None, c.patch_size, c.pretrain_embed_dim, c.target_embed_dim
+        ).to(self.device)
+        self.backbone_description = str(self.net.extractor.info)
+
+    def _batches(self, images, desc, progress):
+        bs = self.config.batch_size
+        for i in tqdm(range(0, len(images), bs), desc=desc, disable=not progress, leave=False):
+            yield torch.from_numpy(np.ascontiguousarray(images[i : i + bs])).to(self.device)
+
+    def fit(self, train, val=None, progress=False) -> dict:
+        t0 = time.perf_counter()
+        feats = torch.cat([self.net.embed(b)[0] for b in self._batches(train, "embedding", progress)])
+        t1 = time.perf_counter()
+        keep = greedy_coreset(feats, self.config.coreset_ratio, self.config.projection_dim, self.config.seed)
+        self.net.memory_bank = feats[keep].contiguous()
+        t2 = time.perf_counter()
+        self.history = {
+            "n_patches": len(feats),
+            "memory_bank": len(keep),
+            "memory_bank_mb": round(self.net.memory_bank.numel() * 4 / 2**20, 1),
+            "embed_s": round(t1 - t0, 2),
+            "coreset_s": round(t2 - t1, 2),
+        }
+        return self.history
+
+    @torch.no_grad()
+    def predict(self, images):
+        if len(self.net.memory_bank) == 0:
+            raise RuntimeError("patchcore: call fit() or load() before predict()")
+        scores, maps = [], []
+        for b in self._batches(images, "scoring", False):
+            s, m = self.net.score(b, self.config.num_neighbors, self.config.blur_sigma)
+            scores.append(s.cpu())
+            maps.append(m.cpu())
+        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
+
+    def state_dict(self):
+        return {"memory_bank": self.net.memory_bank.cpu().numpy()}
+
+    def load_state_dict(self, state):
+        self.net.memory_bank = torch.from_numpy(state["memory_bank"]).to(self.device)

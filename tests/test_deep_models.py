@@ -1,0 +1,106 @@
+"""Backbones (every weights path), PatchCore and SimpleNet: shapes, determinism, behaviour, save/load."""
+
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from helpers import toy_images
+
+from lib.config import load_profile
+from lib.models import AnomalyModel, make_model
+from lib.models import backbones as bb
+from lib.models.patchcore.torch_model import greedy_coreset
+
+
+def test_backbone_from_offline_package():
+    fe = bb.FeatureExtractor("tf_efficientnet_lite0", ("layer2", "layer3"))
+    assert fe.info.source == "package" and fe.info.comparable
+    feats = fe(torch.zeros(1, 64, 96, 3, dtype=torch.uint8))
+    assert [f.shape[1] for f in feats] == fe.channels and fe.strides == [8, 16]
+
+
+def test_backbone_random_warns_loudly():
+    with pytest.warns(UserWarning, match="NO PRETRAINED WEIGHTS"):
+        fe = bb.FeatureExtractor("resnet18", ("layer2",))
+    assert fe.info.source == "random" and not fe.info.comparable and "NOT COMPARABLE" in str(fe.info)
+
+
+def test_backbone_from_local_file_and_cache(tmp_path, monkeypatch):
+    """A tiny saved state dict stands in for a user's file and for the torch cache."""
+    import timm
+    from safetensors.torch import save_file
+
+    ref = timm.create_model("resnet18", pretrained=False)
+    torch.nn.init.constant_(ref.conv1.weight, 0.01)
+    sd = ref.state_dict()
+    path = tmp_path / "resnet18.safetensors"
+    save_file(sd, str(path))
+    fe = bb.FeatureExtractor("resnet18", ("layer2",), weights=path)
+    assert fe.info.source == "file" and torch.allclose(fe.model.conv1.weight, sd["conv1.weight"])
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(sd, hub / "resnet18-f37072fd.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fe2 = bb.FeatureExtractor("resnet18", ("layer2",))
+    assert fe2.info.source == "torch-cache"
+    with pytest.raises(FileNotFoundError, match="not found"):
+        bb.FeatureExtractor("resnet18", weights=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        bb.FeatureExtractor("vgg16")
+    with pytest.raises(ValueError, match="no layer"):
+        bb.FeatureExtractor("resnet18", ("layer9",))
+
+
+def test_greedy_coreset_covers_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    pts = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centres])
+    idx = greedy_coreset(pts, 4 / 200, projection_dim=2, seed=1)
+    chosen = pts[idx]
+    # one point from each cluster: k-center picks the farthest points first
+    assert sorted({int(torch.cdist(c[None], centres).argmin()) for c in chosen}) == [0, 1, 2, 3]
+    assert torch.equal(idx, greedy_coreset(pts, 4 / 200, projection_dim=2, seed=1))
+
+
+@pytest.mark.parametrize("name", ["patchcore", "simplenet"])
+def test_model_behaviour_save_load_determinism(name, tmp_path):
+    prof = load_profile("smoke")
+    # SimpleNet's layer-2 grid needs a larger image than PatchCore to place a 6-pixel defect
+    f = 2 if name == "simplenet" else 1
+    over = {"input_size": (64 * f, 48 * f)}
+    if name == "simplenet":
+        over.update(meta_epochs=12, gan_epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # offline package weights: no random-init warning
+        model = make_model(name, prof, **over)
+
+    def grow(a):
+        return np.stack([cv2.resize(x, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST) for x in a])
+
+    train = grow(toy_images(12, 0))
+    model.fit(train)
+    normal = grow(toy_images(4, 1))
+    bad = grow(toy_images(1, 2, defect=True))
+    s_norm, m_norm = model.predict(normal)
+    s_bad, m_bad = model.predict(bad)
+    assert m_norm.shape == (4, 48 * f, 64 * f) and s_norm.shape == (4,)
+    assert s_bad[0] > s_norm.max(), (s_bad, s_norm)
+    y, x = np.unravel_index(np.argmax(m_bad[0]), m_bad[0].shape)
+    # the map's maximum is at the defect (square 20:26, 30:36 before growing), within a patch
+    assert 16 * f <= y < 30 * f and 26 * f <= x < 40 * f
+    model.save(tmp_path / name)
+    again = AnomalyModel.load(tmp_path / name)
+    s2, m2 = again.predict(bad)
+    assert np.allclose(s2, s_bad, atol=1e-5) and np.allclose(m2, m_bad, atol=1e-5)
+    twin = make_model(name, prof, **over)  # same seed, same data -> same model
+    twin.fit(train)
+    assert np.allclose(twin.predict(bad)[0], s_bad, atol=1e-5)
+
+
+def test_make_model_rejects_unknown_settings():
+    with pytest.raises(ValueError, match="no setting"):
+        make_model("patchcore", None, colour="red")
+    with pytest.raises(ValueError, match="unknown model"):
+        make_model("memseg9000")
