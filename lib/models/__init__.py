@@ -1,11 +1,23 @@
 """Models behind one interface (``lib.models.base.AnomalyModel``)."""
 
 from lib.models.base import REGISTRY, AnomalyModel
+from lib.models.efficientad import EfficientADM, EfficientADS
 from lib.models.gaussian_baseline import GaussianBaseline
+from lib.models.memseg import MemSeg
 from lib.models.patchcore import PatchCore
 from lib.models.simplenet import SimpleNet
 
-__all__ = ["REGISTRY", "AnomalyModel", "GaussianBaseline", "PatchCore", "SimpleNet", "make_model"]
+__all__ = [
+    "REGISTRY",
+    "AnomalyModel",
+    "EfficientADM",
+    "EfficientADS",
+    "GaussianBaseline",
+    "MemSeg",
+    "PatchCore",
+    "SimpleNet",
+    "make_model",
+]
 
 
 def make_model(name: str, profile=None, **overrides) -> AnomalyModel:

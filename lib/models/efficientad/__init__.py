@@ -1,0 +1,273 @@
+"""EfficientAD-S/-M training glue (paper section 5.3, Table 3).
+
+Teacher: the paper's teacher is a PDN distilled from WideResNet101 on ImageNet. Offline, the PDN is
+distilled here from the best available backbone (``lib.models.backbones``) on what exists offline:
+the training crops plus the photographs shipped with scikit-image, augmented. A user-provided teacher
+(``teacher_weights``: a safetensors file of the PDN's state dict) is loaded instead when given.
+Checkpoint policy: the last iteration. Map normalisation uses validation *normal* images only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lib.config import select_device
+from lib.models.backbones import FeatureExtractor
+from lib.models.base import AnomalyModel, register
+from lib.models.efficientad.torch_model import EfficientADModel
+
+
+@dataclasses.dataclass(frozen=True)
+class EfficientADConfig:
+    """Table 3: 256x256, PDN small/medium with 384 channels, 70,000 iterations at batch 1, Adam lr 1e-4
+    decayed x0.1 at 95 %, hard-feature quantile 0.999, quantile normalisation 0.9/0.995, fused 0.5/0.5."""
+
+    model_size: str = "small"
+    input_size: tuple = (256, 256)
+    out_channels: int = 384
+    iterations: int = 70000
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    lr_decay_at: float = 0.95
+    hard_quantile: float = 0.999
+    penalty: bool = True  # penalty images: photographs shipped with scikit-image
+    map_quantiles: tuple = (0.9, 0.995)
+    teacher_weights: str = ""  # a user teacher (safetensors state dict of the PDN); "" = distil offline
+    teacher_backbone: str = "auto"
+    teacher_iterations: int = 10000
+    teacher_lr: float = 1e-4
+    device: str = "auto"
+    seed: int = 0
+
+
+@lru_cache(maxsize=1)
+def offline_photos() -> tuple:
+    """Real photographs that ship inside packages (no download): scikit-image and scikit-learn."""
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field"):
+        out.append(getattr(data, name)()[..., ::-1].copy())
+    for name in ("camera", "moon", "coins", "page", "brick", "grass", "gravel"):
+        out.append(cv2.cvtColor(getattr(data, name)(), cv2.COLOR_GRAY2BGR))
+    out += [img[..., ::-1].copy() for img in load_sample_images().images]
+    return tuple(out)
+
+
+def random_crop(img: np.ndarray, size, rng) -> np.ndarray:
+    w, h = size
+    s = rng.uniform(0.3, 1.0)
+    ch, cw = max(8, int(img.shape[0] * s)), max(8, int(img.shape[1] * s))
+    y, x = int(rng.integers(0, img.shape[0] - ch + 1)), int(rng.integers(0, img.shape[1] - cw + 1))
+    out = cv2.resize(img[y : y + ch, x : x + cw], (w, h))
+    return out[:, ::-1].copy() if rng.random() < 0.5 else out
+
+
+def colour_jitter(img: np.ndarray, rng) -> np.ndarray:
+    """The autoencoder's augmentation: brightness, contrast, saturation (EfficientAD)."""
+    x = img.astype(np.float32)
+    x = x * rng.uniform(0.8, 1.2)
+    m = x.mean()
+    x = (x - m) * rng.uniform(0.8, 1.2) + m
+    g = x.mean(axis=2, keepdims=True)
+    x = (x - g) * rng.uniform(0.8, 1.2) + g
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+class EfficientAD(AnomalyModel):
+    """Shared by EfficientAD-S and -M (registered below under their own names)."""
+
+    name = "efficientad"
+    config_class = EfficientADConfig
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.device = select_device(c.device)
+        self.net = EfficientADModel(c.model_size, c.out_channels, input_size=tuple(c.input_size)).to(
+            self.device
+        )
+        self.backbone_description = f"PDN-{c.model_size}; teacher: not yet trained"
+
+    def _t(self, images):
+        return self.net.to_input(torch.from_numpy(np.ascontiguousarray(images)).to(self.device))
+
+    def distil_teacher(self, train, rng, progress=False) -> list:
+        """Distil the PDN teacher from an offline backbone's layer2+3 features (see module docstring)."""
+        from lib.models.backbones import default_backbone
+        from lib.models.features import aggregate_patches
+
+        c = self.config
+        name = default_backbone() if c.teacher_backbone == "auto" else c.teacher_backbone
+        fe = FeatureExtractor(name, ("layer2", "layer3")).to(self.device)
+        photos = offline_photos()
+        size = tuple(c.input_size)
+        with torch.no_grad():
+            probe = self._t(train[:1])
+            t_out = self.net.teacher(probe)
+            f, _ = aggregate_patches(fe(torch.from_numpy(train[:1]).to(self.device)), 3)
+        dim = sum(x.shape[1] for x in f)
+        head = torch.nn.Conv2d(c.out_channels, dim, 1).to(self.device)
+        params = list(self.net.teacher.parameters()) + list(head.parameters())
+        opt = torch.optim.Adam(params, lr=c.teacher_lr, weight_decay=1e-5)
+        stats = None
+        curve = []
+        for _ in tqdm(
+            range(c.teacher_iterations), desc="teacher distillation", disable=not progress, leave=False
+        ):
+            batch = []
+            for _ in range(8):
+                src = (
+                    train[int(rng.integers(len(train)))]
+                    if rng.random() < 0.5
+                    else photos[int(rng.integers(len(photos)))]
+                )
+                batch.append(colour_jitter(random_crop(src, size, rng), rng))
+            raw = torch.from_numpy(np.stack(batch)).to(self.device)
+            with torch.no_grad():
+                per_layer, (h, w) = aggregate_patches(fe(raw), 3)
+                target = torch.cat(per_layer, 1).view(len(batch), h, w, -1).permute(0, 3, 1, 2)
+                if stats is None:  # standardise the targets with the first batch's channel statistics
+                    stats = (target.mean((0, 2, 3), keepdim=True), target.std((0, 2, 3), keepdim=True) + 1e-6)
+                target = (target - stats[0]) / stats[1]
+            pred = head(self.net.teacher(self.net.to_input(raw)))
+            target = F.interpolate(target, size=pred.shape[-2:], mode="bilinear", align_corners=False)
+            loss = F.mse_loss(pred, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            curve.append(float(loss.detach()))
+        del t_out
+        self.teacher_source = f"distilled offline from {fe.info} ({c.teacher_iterations} iterations)"
+        return curve
+
+    def fit(self, train, val=None, progress=False) -> dict:
+        c = self.config
+        rng = np.random.default_rng([c.seed, 71])
+        g = torch.Generator(device="cpu").manual_seed(c.seed)
+        train = np.asarray(train)
+        if c.teacher_weights:
+            from safetensors.torch import load_file
+
+            self.net.teacher.load_state_dict(load_file(c.teacher_weights))
+            self.teacher_source = f"user file {c.teacher_weights}"
+            teacher_curve = []
+        else:
+            teacher_curve = self.distil_teacher(train, rng, progress)
+        for p in self.net.teacher.parameters():
+            p.requires_grad_(False)
+        self.net.teacher.eval()
+        self.backbone_description = f"PDN-{c.model_size}; teacher {self.teacher_source}"
+        with torch.no_grad():  # teacher channel normalisation on the training images
+            outs = torch.cat([self.net.teacher(self._t(train[i : i + 8])) for i in range(0, len(train), 8)])
+            self.net.t_mean.copy_(outs.mean((0, 2, 3), keepdim=True))
+            self.net.t_std.copy_(outs.std((0, 2, 3), keepdim=True) + 1e-6)
+        params = list(self.net.student.parameters()) + list(self.net.ae.parameters())
+        opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(opt, max(1, int(c.lr_decay_at * c.iterations)), gamma=0.1)
+        photos = offline_photos()
+        cc = c.out_channels
+        curve = []
+        self.net.student.train()
+        self.net.ae.train()
+        for _ in tqdm(
+            range(c.iterations),
+            desc=f"EfficientAD-{c.model_size[0].upper()}",
+            disable=not progress,
+            leave=False,
+        ):
+            idx = torch.randint(len(train), (c.batch_size,), generator=g).numpy()
+            x = self._t(train[idx])
+            t = self.net.teacher_features(x)
+            s = self.net.student(x)
+            d = (t - s[:, :cc]) ** 2
+            d_hard = torch.quantile(d.flatten()[:: max(1, d.numel() // 2_000_000)], c.hard_quantile)
+            loss_st = d[d >= d_hard].mean()
+            if c.penalty:
+                p = np.stack([random_crop(photos[int(rng.integers(len(photos)))], c.input_size, rng)])
+                loss_st = loss_st + (self.net.student(self._t(p))[:, :cc] ** 2).mean()
+            aug = np.stack([colour_jitter(img, rng) for img in train[idx]])
+            xa = self._t(aug)
+            ta = self.net.teacher_features(xa)
+            ae = self.net.ae(xa, ta.shape[-2:])
+            sa = self.net.student(xa)[:, cc:]
+            loss_ae = ((ta - ae) ** 2).mean()
+            loss = loss_st + loss_ae + ((ae - sa) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            curve.append((float(loss.detach()), float(loss_ae.detach())))
+        self.net.eval()
+        self._normalise_maps(val if val is not None and len(val) else train[: min(len(train), 16)])
+        every = max(1, len(curve) // 50)
+        self.history = {
+            "curve": [
+                {
+                    "loss": float(np.mean([v[0] for v in curve[i : i + every]])),
+                    "ae_loss": float(np.mean([v[1] for v in curve[i : i + every]])),
+                }
+                for i in range(0, len(curve), every)
+            ],
+            "teacher_curve": teacher_curve[:: max(1, len(teacher_curve) // 50)],
+            "teacher": self.teacher_source,
+            "checkpoint": "last iteration",
+            "normalisation": "validation normal images"
+            if val is not None and len(val)
+            else "training images",
+        }
+        return self.history
+
+    @torch.no_grad()
+    def _normalise_maps(self, images):
+        st, ae = [], []
+        for i in range(0, len(images), 8):
+            a, b = self.net.raw_maps(self._t(images[i : i + 8]))
+            st.append(a.flatten())
+            ae.append(b.flatten())
+        st, ae = torch.cat(st), torch.cat(ae)
+        qa, qb = self.config.map_quantiles
+        self.net.q_st_a.fill_(float(torch.quantile(st[:: max(1, len(st) // 2_000_000)], qa)))
+        self.net.q_st_b.fill_(float(torch.quantile(st[:: max(1, len(st) // 2_000_000)], qb)))
+        self.net.q_ae_a.fill_(float(torch.quantile(ae[:: max(1, len(ae) // 2_000_000)], qa)))
+        self.net.q_ae_b.fill_(float(torch.quantile(ae[:: max(1, len(ae) // 2_000_000)], qb)))
+
+    @torch.no_grad()
+    def predict(self, images):
+        self.net.eval()
+        maps = torch.cat([self.net(self._t(images[i : i + 8])).cpu() for i in range(0, len(images), 8)])
+        return maps.flatten(1).amax(1).numpy(), maps.numpy().astype(np.float32)
+
+    def state_dict(self):
+        return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+        self.net.eval()
+
+
+@dataclasses.dataclass(frozen=True)
+class EfficientADMConfig(EfficientADConfig):
+    model_size: str = "medium"
+
+
+@register
+class EfficientADS(EfficientAD):
+    name = "efficientad_s"
+    config_class = EfficientADConfig
+
+
+@register
+class EfficientADM(EfficientAD):
+    name = "efficientad_m"
+    config_class = EfficientADMConfig
