@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.dataset.manifest import read_manifest  # noqa: E402
 from lib.evaluate.metrics import roc_auc  # noqa: E402
-from lib.models.backbones import BACKBONES, FeatureExtractor  # noqa: E402
+from lib.models.backbones import FeatureExtractor  # noqa: E402
 from lib.models.data import load_images, select  # noqa: E402
 from lib.models.patchcore import PatchCore  # noqa: E402
 
@@ -69,10 +69,7 @@ def main():
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     ref_fe = FeatureExtractor(backbone, ("layer2", "layer3"))  # resolves the same offline weights
-    names = ref_fe.model.feature_info.module_name()
-    layers = [
-        names[i] for i in (BACKBONES[backbone]["indices"]["layer2"], BACKBONES[backbone]["indices"]["layer3"])
-    ]
+    layers = list(ref_fe.model.feature_info.module_name())  # the timm modules of layer2/layer3
     ano = PatchcoreModel(layers=layers, backbone=backbone, pre_trained=False, num_neighbors=3)
     missing = ano.feature_extractor.feature_extractor.load_state_dict(ref_fe.model.state_dict(), strict=False)
     assert not missing.missing_keys, missing.missing_keys
@@ -85,10 +82,9 @@ def main():
     t0 = time.perf_counter()
     ano.train()
     with torch.no_grad():
-        embs = [ano(to_tensor(train[i : i + 4])) for i in range(0, len(train), 4)]
-        ano.subsample_embedding(torch.cat(embs), sampling_ratio=0.05) if hasattr(
-            ano, "subsample_embedding"
-        ) else None
+        for i in range(0, len(train), 4):
+            ano(to_tensor(train[i : i + 4]))  # training mode: anomalib stores the embeddings
+        ano.subsample_embedding(sampling_ratio=0.05)
     fit_ano = time.perf_counter() - t0
     ano.eval()
 
