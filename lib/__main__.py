@@ -14,7 +14,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-root", default=None, help="where data is written (default data/<profile>)")
     run.add_argument("--runs-dir", default=None, help="where executed notebooks go (default runs/<profile>)")
     run.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
-    run.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    run.add_argument("--seed", type=int, default=None, help="override the profile's data seed")
+    run.add_argument("--executor", default="sequential", choices=["sequential", "process", "ray"])
+    run.add_argument("--workers", type=int, default=2, help="process executor: parallel cells")
+    run.add_argument("--ray-address", default=None, help="ray executor: join this cluster (default: local)")
+    run.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray executor: GPUs declared per cell")
+    run.add_argument("--models", default=None, help="comma-separated grid models (default: all)")
+    rd = sub.add_parser(
+        "readme-results", help="copy runs/<profile>/results.md into the README's results block"
+    )
+    rd.add_argument("--profile", default="quick")
+    rd.add_argument("--note", default="")
     sim = sub.add_parser("simulate", help="render the simulated sealant line only")
     sim.add_argument("--profile", default="auto")
     sim.add_argument("--data-root", required=True)
@@ -26,9 +36,31 @@ def main(argv: list[str] | None = None) -> int:
         from lib.workbook import run_workbook
 
         only = [s.strip() for s in args.only.split(",")] if args.only else None
-        results = run_workbook(args.profile, args.data_root, args.runs_dir, only, args.seed)
+        models = [s.strip() for s in args.models.split(",")] if args.models else None
+        extra = {}
+        if args.executor == "process":
+            extra["workers"] = args.workers
+        if args.executor == "ray":
+            extra.update(address=args.ray_address, gpus_per_cell=args.gpus_per_cell)
+        results = run_workbook(
+            args.profile,
+            args.data_root,
+            args.runs_dir,
+            only,
+            args.seed,
+            executor=args.executor,
+            models=models,
+            **extra,
+        )
         failed = [r for r in results if r["error"]]
         return 1 if failed else 0
+    if args.command == "readme-results":
+        from lib.config import resolve_profile_name
+        from lib.workbook import REPO_ROOT, update_readme
+
+        name = resolve_profile_name(args.profile)
+        print(update_readme(REPO_ROOT / "runs" / name / "results.md", note=args.note))
+        return 0
     if args.command == "simulate":
         import json
 

@@ -39,6 +39,7 @@ class Profile:
     video_codec: str
     synthetic_fraction: float
     models: dict = dataclasses.field(default_factory=dict)  # per-model config overrides (Table 3 = defaults)
+    grid_seeds: tuple = (0,)  # training seeds of the experiment grid (the paper: 3)
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.scale <= 1.0:
@@ -120,6 +121,7 @@ def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
     row = dict(table[resolved])
     fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
     row.setdefault("models", {})
+    row["grid_seeds"] = tuple(row.get("grid_seeds", (0,)))
     missing = fields - set(row)
     extra = set(row) - fields
     if missing or extra:

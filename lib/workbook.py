@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from lib.config import resolve_profile_name
+from lib.config import VIEWPOINTS, resolve_profile_name
 from lib.fileio import write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,17 +72,72 @@ def run_notebook(notebook: Path, out_dir: Path, parameters: dict, kernel: str = 
     }
 
 
-def write_index(out_dir: Path, results: list[dict], title: str) -> Path:
+def headline_table(data_root: Path):
+    """Test split, threshold-free numbers: image AUROC and pixel AUPRO, mean ± std over seeds."""
+    import pandas as pd
+
+    from lib.evaluate.metrics import mean_std
+
+    path = Path(data_root) / "tables" / "metrics.csv"
+    if not path.is_file():
+        return None
+    m = pd.read_csv(path)
+    m = m[(m.subset == "test") & (m.policy == "oracle")]
+    if m.empty:
+        return None
+    img = m[m.level == "image"].groupby(["label", "viewpoint"]).auroc.agg(mean_std).unstack("viewpoint")
+    pix = m[m.level == "pixel"].groupby(["label", "viewpoint"]).aupro.agg(mean_std).unstack("viewpoint")
+    t = img.add_prefix("image AUROC ").join(pix.add_prefix("pixel AUPRO "))
+    return t.reset_index().rename(columns={"label": "model († = masked)"})
+
+
+def markdown_table(df) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(results_md: Path, readme: Path = REPO_ROOT / "README.md", note: str = "") -> Path:
+    """Replace the README's generated results block with a run's ``results.md`` (never typed by hand)."""
+    if not results_md.is_file():
+        raise FileNotFoundError(f"no results table at {results_md}: run the workbook first")
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    body = results_md.read_text().strip() + ("\n\n" + note.strip() if note else "")
+    return write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
+
+
+def write_index(out_dir: Path, results: list[dict], title: str, data_root: Path | None = None) -> Path:
     rows = "\n".join(
-        f"<tr><td><a href='{html.escape(r['html'].name)}'>{html.escape(r['notebook'])}</a></td>"
-        f"<td>{r['seconds']}</td><td>{'ok' if not r['error'] else html.escape(r['error'])}</td></tr>"
+        f"<tr><td><a href='{html.escape(str(Path(r['html']).relative_to(out_dir)) if r.get('html') else '')}'>"
+        f"{html.escape(r.get('notebook') or r.get('cell', ''))}</a></td>"
+        f"<td>{r['seconds']}</td><td>{'ok' if not r['error'] else html.escape(str(r['error']))}</td></tr>"
         for r in results
+    )
+    table = headline_table(data_root) if data_root is not None else None
+    head = (
+        "<h2>Headline results (test split, threshold-free; mean ± std over seeds)</h2>"
+        + table.to_html(index=False, border=1)
+        if table is not None
+        else ""
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h1>{html.escape(title)}</h1><table border='1' cellpadding='4'>"
-        f"<tr><th>notebook</th><th>seconds</th><th>status</th></tr>{rows}</table></body></html>\n"
+        f"<body><h1>{html.escape(title)}</h1>{head}<h2>Executed notebooks</h2><table border='1' cellpadding='4'>"
+        f"<tr><th>notebook / cell</th><th>seconds</th><th>status</th></tr>{rows}</table></body></html>\n"
     )
+    if table is not None:
+        write_text(
+            out_dir / "results.md",
+            f"Results of the `{title}` run (test split, threshold-free):\n\n" + markdown_table(table) + "\n",
+        )
     return write_text(out_dir / "index.html", page)
 
 
@@ -93,23 +148,60 @@ def run_workbook(
     only: list[str] | None = None,
     seed: int | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
+    executor: str = "sequential",
+    models: list[str] | None = None,
+    progress: bool = True,
+    viewpoints=VIEWPOINTS,
+    variants=("raw", "masked"),
+    **executor_kwargs,
 ) -> list[dict]:
-    """Run the notebooks in order on one profile; stop at the first failure (later stages need it)."""
+    """Run the workbook on one profile: stages 00-03 once, the training grid cell by cell, then 08-09.
+
+    ``only`` runs just those notebooks, in order (no grid). Finished grid cells are skipped, so an
+    interrupted run resumes; a failed cell does not stop the others. Returns every result row
+    (a row with ``error`` set is a failure).
+    """
+    from lib.config import load_profile
+    from lib.grid import ALL_MODELS, TRAINING_NOTEBOOKS, make_executor, plan_grid, run_grid
+
     name = resolve_profile_name(profile)
     runs = Path(runs_dir) if runs_dir else REPO_ROOT / "runs" / name
-    data = Path(data_root) if data_root else REPO_ROOT / "data" / name
-    params = {"profile": name, "data_root": str(data.resolve())}
+    data = (Path(data_root) if data_root else REPO_ROOT / "data" / name).resolve()
+    params = {"profile": name, "data_root": str(data)}
     if seed is not None:
         params["seed"] = int(seed)
+    title = f"Sealant ADL workbook - profile {name}"
     results = []
+
+    def run_list(books):
+        for k, nb in enumerate(books, 1):
+            print(f"[{k}/{len(books)}] {nb.name} (profile={name}) ...", flush=True)
+            res = run_notebook(nb, runs, params)
+            results.append(res)
+            status = "ok" if not res["error"] else f"FAILED: {res['error']}"
+            print(f"      {status} in {res['seconds']} s -> {res['html']}", flush=True)
+            if res["error"]:
+                return False
+        return True
+
     books = list_notebooks(notebook_dir, only)
-    for k, nb in enumerate(books, 1):
-        print(f"[{k}/{len(books)}] {nb.name} (profile={name}) ...", flush=True)
-        res = run_notebook(nb, runs, params)
-        results.append(res)
-        status = "ok" if not res["error"] else f"FAILED: {res['error']}"
-        print(f"      {status} in {res['seconds']} s -> {res['html']}", flush=True)
-        if res["error"]:
-            break
-    write_index(runs, results, f"Sealant ADL workbook - profile {name}")
+    if only:
+        run_list(books)
+        write_index(runs, results, title, data)
+        return results
+    training = {nb for nb, _ in TRAINING_NOTEBOOKS.values()}
+    pre = [b for b in books if b.name[:2] < "04"]
+    post = [b for b in books if b.name[:2] >= "08" and b.name not in training]
+    if run_list(pre):
+        prof = load_profile(name)
+        cells = plan_grid(models or ALL_MODELS, viewpoints, variants, prof.grid_seeds)
+        grid = run_grid(
+            cells, name, data, runs, notebook_dir, make_executor(executor, **executor_kwargs), progress
+        )
+        print(
+            f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s"
+        )
+        results += grid["results"]
+        run_list(post)
+    write_index(runs, results, title, data)
     return results

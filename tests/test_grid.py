@@ -1,0 +1,71 @@
+"""The experiment grid: resume, failure isolation, executors (sequential, process, Ray), index page."""
+
+import pytest
+
+from lib import grid
+from lib.evaluate.store import Cell, is_done, list_cells
+from lib.workbook import write_index
+
+
+def _run(tmp_path, cells, executor=None):
+    return grid.run_grid(
+        cells, "smoke", tmp_path / "data", tmp_path / "runs", tmp_path, executor, False, grid.dry_run_cell
+    )
+
+
+def test_plan_grid_covers_every_combination():
+    cells = grid.plan_grid(["baseline", "patchcore"], ["front", "back"], ["raw", "masked"], [0, 1])
+    assert len(cells) == 16 and len(set(cells)) == 16
+    with pytest.raises(ValueError, match="unknown model"):
+        grid.plan_grid(["nope"], ["front"], ["raw"], [0])
+    with pytest.raises(ValueError, match="variants"):
+        grid.plan_grid(["baseline"], ["front"], ["dagger"], [0])
+
+
+def test_finished_cells_are_skipped_on_rerun(tmp_path):
+    cells = grid.plan_grid(["baseline"], ["front", "back"], ["raw"], [0])
+    first = _run(tmp_path, cells)
+    assert len(first["results"]) == 2 and not first["skipped"]
+    again = _run(tmp_path, cells + [Cell("baseline", "center", False, 0)])
+    assert again["skipped"] == [c.key for c in cells]  # resumed: the finished cells did not run again
+    assert [r["cell"] for r in again["results"]] == ["baseline/center/raw/seed0"]
+
+
+def test_a_failed_cell_does_not_stop_the_others(tmp_path):
+    cells = [
+        Cell("baseline", "front", False, 0),
+        Cell("fail", "front", False, 0),
+        Cell("baseline", "back", False, 0),
+    ]
+    out = _run(tmp_path, cells)
+    errors = {r["cell"]: r["error"] for r in out["results"]}
+    assert errors["fail/front/raw/seed0"] and errors["baseline/back/raw/seed0"] is None
+    assert is_done(tmp_path / "data" / "results", cells[2]) and not is_done(
+        tmp_path / "data" / "results", cells[1]
+    )
+
+
+def test_process_executor(tmp_path):
+    cells = grid.plan_grid(["baseline"], ["front", "center", "back"], ["raw"], [0])
+    out = _run(tmp_path, cells, grid.make_executor("process", workers=2))
+    assert sorted(r["cell"] for r in out["results"]) == sorted(c.key for c in cells)
+    assert list_cells(tmp_path / "data" / "results") == sorted(cells)
+
+
+def test_ray_executor_local_instance(tmp_path):
+    pytest.importorskip("ray")
+    cells = grid.plan_grid(["baseline"], ["front", "back"], ["raw", "masked"], [0])
+    ex = grid.make_executor("ray", num_cpus=2, object_store_memory=80 * 1024 * 1024)
+    out = _run(tmp_path, cells, ex)
+    assert sorted(r["cell"] for r in out["results"]) == sorted(c.key for c in cells)
+    assert all(r["error"] is None for r in out["results"])
+    assert list_cells(tmp_path / "data" / "results") == sorted(cells)
+
+
+def test_index_lists_every_cell(tmp_path):
+    cells = grid.plan_grid(["baseline"], ["front", "back"], ["raw", "masked"], [0])
+    out = _run(tmp_path, cells)
+    page = write_index(tmp_path / "runs", out["results"], "t").read_text()
+    assert all(c.key in page for c in cells)
+    with pytest.raises(ValueError, match="unknown executor"):
+        grid.make_executor("slurm")
