@@ -87,7 +87,7 @@ def headline_table(data_root: Path):
         return None
     img = m[m.level == "image"].groupby(["label", "viewpoint"]).auroc.agg(mean_std).unstack("viewpoint")
     pix = m[m.level == "pixel"].groupby(["label", "viewpoint"]).aupro.agg(mean_std).unstack("viewpoint")
-    t = img.add_prefix("image AUROC ").join(pix.add_prefix("pixel AUPRO "))
+    t = img.add_prefix("image AUROC ").join(pix.add_prefix("pixel AUPRO ")).fillna("not run")
     return t.reset_index().rename(columns={"label": "model († = masked)"})
 
 
