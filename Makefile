@@ -6,6 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= auto
 DATA_ROOT ?=
+EXECUTOR ?= auto
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint env clean-runs
@@ -20,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 env: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m lib run --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+	$(PY) -m lib run --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

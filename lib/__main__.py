@@ -15,8 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--runs-dir", default=None, help="where executed notebooks go (default runs/<profile>)")
     run.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
     run.add_argument("--seed", type=int, default=None, help="override the profile's data seed")
-    run.add_argument("--executor", default="sequential", choices=["sequential", "process", "ray"])
-    run.add_argument("--workers", type=int, default=2, help="process executor: parallel cells")
+    run.add_argument(
+        "--executor",
+        default="sequential",
+        choices=["sequential", "process", "ray", "auto"],
+        help="how grid cells run; auto = a process pool (one worker per core) without a GPU, else sequential",
+    )
+    run.add_argument(
+        "--workers", type=int, default=None, help="process executor: parallel cells (default: cores)"
+    )
     run.add_argument("--ray-address", default=None, help="ray executor: join this cluster (default: local)")
     run.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray executor: GPUs declared per cell")
     run.add_argument("--models", default=None, help="comma-separated grid models (default: all)")
@@ -38,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         only = [s.strip() for s in args.only.split(",")] if args.only else None
         models = [s.strip() for s in args.models.split(",")] if args.models else None
         extra = {}
-        if args.executor == "process":
+        if args.executor in ("process", "auto") and args.workers:
             extra["workers"] = args.workers
         if args.executor == "ray":
             extra.update(address=args.ray_address, gpus_per_cell=args.gpus_per_cell)

@@ -27,6 +27,9 @@ TRAINING_NOTEBOOKS = {
     "simplenet": ("07_train_simplenet.ipynb", {}),
 }
 ALL_MODELS = tuple(TRAINING_NOTEBOOKS)
+#: rough relative cost of one cell on a CPU; the grid starts the longest cells first so that parallel
+#: workers finish together (longest-processing-time-first scheduling)
+RELATIVE_COST = {"efficientad_m": 6, "efficientad_s": 5, "memseg": 4, "simplenet": 2, "patchcore": 2}
 
 
 def plan_grid(models, viewpoints, variants, seeds) -> list[Cell]:
@@ -103,21 +106,41 @@ class SequentialExecutor:
             yield item, fn(*item)
 
 
+def limit_threads(threads: int) -> None:
+    """Cap BLAS/OpenMP/torch threads in this process and the kernels it starts (they inherit the env)."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
 class ProcessExecutor:
-    """A local process pool (spawned processes; each cell is its own papermill kernel anyway)."""
+    """A local process pool (spawned processes; each cell is its own papermill kernel anyway).
+
+    Each worker's cells get ``cores // workers`` threads, so parallel cells do not oversubscribe the CPU.
+    """
 
     name = "process"
 
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int | None = None, threads: int | None = None):
+        import os
+
+        workers = workers or os.cpu_count() or 1
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
     def map_unordered(self, fn, items):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=limit_threads,
+            initargs=(self.threads,),
+        ) as pool:
             futures = {pool.submit(fn, *item): item for item in items}
             for f in as_completed(futures):
                 yield futures[f], f.result()
@@ -154,6 +177,17 @@ class RayExecutor:
 
 
 def make_executor(kind: str = "sequential", **kwargs):
+    """``auto``: one process per CPU core when there is no GPU (cells are small), else sequential."""
+    if kind == "auto":
+        import os
+
+        import torch
+
+        if torch.cuda.is_available():
+            kind = "sequential"
+        else:
+            kind = "process"
+            kwargs.setdefault("workers", os.cpu_count() or 1)
     if kind == "sequential":
         return SequentialExecutor()
     if kind == "process":
@@ -168,7 +202,7 @@ def run_grid(cells, profile, data_root, runs_dir, notebook_dir, executor=None, p
     executor = executor or SequentialExecutor()
     fn = cell_fn or run_grid_cell
     store = Path(data_root) / "results"
-    todo = [c for c in cells if not is_done(store, c)]
+    todo = sorted((c for c in cells if not is_done(store, c)), key=lambda c: -RELATIVE_COST.get(c.model, 1))
     skipped = [c for c in cells if is_done(store, c)]
     items = [(c, profile, str(data_root), str(runs_dir), str(notebook_dir)) for c in todo]
     results = []

@@ -141,7 +141,7 @@ def bar_by(table, x: str, y: str, hue: str, title: str = "", ylabel: str | None 
     return ax.figure
 
 
-def training_curves(summaries, keys=("loss", "p_true"), labels=None):
+def training_curves(summaries, keys=("loss", "p_true"), labels=None, xlabel: str = "epoch"):
     """One panel per key of ``history['curve']`` (list of dicts per epoch), one line per cell."""
     import pandas as pd
 
@@ -152,7 +152,7 @@ def training_curves(summaries, keys=("loss", "p_true"), labels=None):
         for ax, key in zip(axes[0], keys, strict=True):
             ax.plot(curve.index + 1, curve[key], label=s["cell"])
     for ax, key in zip(axes[0], keys, strict=True):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(labels.get(key, key))
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

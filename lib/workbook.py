@@ -114,7 +114,23 @@ def update_readme(results_md: Path, readme: Path = REPO_ROOT / "README.md", note
     return write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
-def write_index(out_dir: Path, results: list[dict], title: str, data_root: Path | None = None) -> Path:
+def run_summary(results: list[dict], seconds: float, executor: str, skipped: int = 0) -> str:
+    """One line saying how long this invocation took, on what, and what it ran."""
+    import os
+    import platform
+
+    failed = sum(1 for r in results if r["error"])
+    return (
+        f"Wall time of this run: {seconds / 60:.1f} min on {os.cpu_count()} CPU core(s) "
+        f"({platform.processor() or platform.machine()}), executor `{executor}`; "
+        f"{len(results)} notebooks/cells executed, {skipped} grid cells already done and skipped, "
+        f"{failed} failed."
+    )
+
+
+def write_index(
+    out_dir: Path, results: list[dict], title: str, data_root: Path | None = None, summary: str = ""
+) -> Path:
     rows = "\n".join(
         f"<tr><td><a href='{html.escape(str(Path(r['html']).relative_to(out_dir)) if r.get('html') else '')}'>"
         f"{html.escape(r.get('notebook') or r.get('cell', ''))}</a></td>"
@@ -130,15 +146,37 @@ def write_index(out_dir: Path, results: list[dict], title: str, data_root: Path 
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h1>{html.escape(title)}</h1>{head}<h2>Executed notebooks</h2><table border='1' cellpadding='4'>"
+        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>{head}<h2>Executed notebooks</h2><table border='1' cellpadding='4'>"
         f"<tr><th>notebook / cell</th><th>seconds</th><th>status</th></tr>{rows}</table></body></html>\n"
     )
     if table is not None:
         write_text(
             out_dir / "results.md",
-            f"Results of the `{title}` run (test split, threshold-free):\n\n" + markdown_table(table) + "\n",
+            f"Results of the `{title}` run (test split, threshold-free):\n\n"
+            + markdown_table(table)
+            + (f"\n\n{summary}" if summary else "")
+            + "\n",
         )
     return write_text(out_dir / "index.html", page)
+
+
+def prepare_shared(profile, data_root: Path, models) -> None:
+    """Train what grid cells share before the grid starts: EfficientAD's teachers (once per profile)."""
+    from lib.dataset.manifest import read_manifest
+    from lib.models.efficientad.teacher import prepare_teacher
+
+    wanted = sorted(m for m in models if m.startswith("efficientad"))
+    if not wanted:
+        return
+    manifest = read_manifest(Path(data_root) / "data_manifest.csv")
+    for name in wanted:
+        t0 = time.perf_counter()
+        try:
+            path = prepare_teacher(name, profile, data_root, manifest)
+        except Exception as exc:  # the cells will retry and report it as their own failure
+            print(f"teacher for {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        print(f"teacher for {name}: {path} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 def run_workbook(
@@ -164,6 +202,7 @@ def run_workbook(
     from lib.config import load_profile
     from lib.grid import ALL_MODELS, TRAINING_NOTEBOOKS, make_executor, plan_grid, run_grid
 
+    started = time.perf_counter()
     name = resolve_profile_name(profile)
     runs = Path(runs_dir) if runs_dir else REPO_ROOT / "runs" / name
     data = (Path(data_root) if data_root else REPO_ROOT / "data" / name).resolve()
@@ -185,9 +224,11 @@ def run_workbook(
         return True
 
     books = list_notebooks(notebook_dir, only)
+    skipped = 0
     if only:
         run_list(books)
-        write_index(runs, results, title, data)
+        summary = run_summary(results, time.perf_counter() - started, "none (--only)")
+        write_index(runs, results, title, data, summary)
         return results
     training = {nb for nb, _ in TRAINING_NOTEBOOKS.values()}
     pre = [b for b in books if b.name[:2] < "04"]
@@ -195,13 +236,17 @@ def run_workbook(
     if run_list(pre):
         prof = load_profile(name)
         cells = plan_grid(models or ALL_MODELS, viewpoints, variants, prof.grid_seeds)
-        grid = run_grid(
-            cells, name, data, runs, notebook_dir, make_executor(executor, **executor_kwargs), progress
-        )
+        prepare_shared(prof, data, {c.model for c in cells})
+        ex = make_executor(executor, **executor_kwargs)
+        executor = ex.name + (f" ({ex.workers} workers)" if hasattr(ex, "workers") else "")
+        grid = run_grid(cells, name, data, runs, notebook_dir, ex, progress)
         print(
             f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s"
         )
         results += grid["results"]
+        skipped = len(grid["skipped"])
         run_list(post)
-    write_index(runs, results, title, data)
+    summary = run_summary(results, time.perf_counter() - started, executor, skipped)
+    print(summary, flush=True)
+    write_index(runs, results, title, data, summary)
     return results

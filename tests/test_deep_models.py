@@ -165,3 +165,27 @@ def test_trainable_models_learn_and_reload(name, tmp_path):
     again = AnomalyModel.load(tmp_path / name)
     s2, m2 = again.predict(toy_images(1, 2, defect=True))
     assert np.allclose(s2, s_bad, atol=1e-5) and np.allclose(m2, m_bad, atol=1e-5)
+
+
+def test_efficientad_teacher_is_distilled_once_stored_and_reused(built):
+    from safetensors.torch import load_file
+
+    from lib.models.efficientad.teacher import ensure_teacher, teacher_info, teacher_path
+
+    root, *_, manifest = built
+    cfg = make_model("efficientad_s", None, input_size=(64, 48), teacher_iterations=3).config
+    path = ensure_teacher(cfg, root, manifest, seed=0, progress=False)
+    assert path == teacher_path(root, cfg, 0) and path.is_file()
+    info = teacher_info(path)
+    n_train = int(((manifest.split == "train") & (manifest.label == "normal")).sum())
+    assert len(info["curve"]) == 3 and info["training_images"] == n_train  # training normals only
+    stamp = path.stat().st_mtime_ns
+    assert ensure_teacher(cfg, root, manifest, seed=0, progress=False) == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not distilled again
+    other = make_model("efficientad_s", None, input_size=(64, 48), teacher_iterations=4).config
+    assert teacher_path(root, other, 0) != path  # another schedule is another teacher
+    model = make_model("efficientad_s", None, input_size=(64, 48), iterations=2, teacher_weights=str(path))
+    history = model.fit(toy_images(6, 0), toy_images(2, 3))
+    stored = load_file(str(path))
+    assert all(torch.equal(v, stored[k]) for k, v in model.net.teacher.state_dict().items())
+    assert str(path) in history["teacher"] and history["teacher_curve"] == info["curve"]

@@ -65,7 +65,44 @@ def test_ray_executor_local_instance(tmp_path):
 def test_index_lists_every_cell(tmp_path):
     cells = grid.plan_grid(["baseline"], ["front", "back"], ["raw", "masked"], [0])
     out = _run(tmp_path, cells)
-    page = write_index(tmp_path / "runs", out["results"], "t").read_text()
-    assert all(c.key in page for c in cells)
+    page = write_index(
+        tmp_path / "runs", out["results"], "t", summary="Wall time of this run: 1.0 min"
+    ).read_text()
+    assert all(c.key in page for c in cells) and "Wall time of this run" in page
     with pytest.raises(ValueError, match="unknown executor"):
         grid.make_executor("slurm")
+
+
+def _report_threads(cell, *_):
+    import os
+
+    return {
+        "cell": cell.key,
+        "error": None,
+        "html": None,
+        "seconds": 0.0,
+        "omp": os.environ["OMP_NUM_THREADS"],
+    }
+
+
+def test_longest_cells_start_first_and_workers_share_the_cores(tmp_path):
+    cells = grid.plan_grid(["baseline", "patchcore", "efficientad_m"], ["front"], ["raw"], [0])
+    order = [r["cell"].split("/")[0] for r in _run(tmp_path, cells)["results"]]
+    assert order == ["efficientad_m", "patchcore", "baseline"]
+    ex = grid.make_executor("process", workers=2, threads=1)
+    out = grid.run_grid(
+        cells, "smoke", tmp_path / "d2", tmp_path / "r2", tmp_path, ex, False, _report_threads
+    )
+    assert {r["omp"] for r in out["results"]} == {"1"}  # each worker's kernels get their share only
+
+
+def test_auto_executor_without_gpu_is_a_process_pool():
+    import os
+
+    import torch
+
+    ex = grid.make_executor("auto")
+    if torch.cuda.is_available():
+        assert ex.name == "sequential"
+    else:
+        assert ex.name == "process" and ex.workers == os.cpu_count()

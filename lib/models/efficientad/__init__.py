@@ -2,8 +2,9 @@
 
 Teacher: the paper's teacher is a PDN distilled from WideResNet101 on ImageNet. Offline, the PDN is
 distilled here from the best available backbone (``lib.models.backbones``) on what exists offline:
-the training crops plus the photographs shipped with scikit-image, augmented. A user-provided teacher
-(``teacher_weights``: a safetensors file of the PDN's state dict) is loaded instead when given.
+the training crops plus the photographs shipped with scikit-image, augmented, once per profile
+(``teacher.ensure_teacher``, stored under ``<data_root>/teachers/``) and then passed to every cell as
+``teacher_weights`` (a safetensors file of the PDN's state dict) -- as is a user-provided teacher.
 Checkpoint policy: the last iteration. Map normalisation uses validation *normal* images only.
 """
 
@@ -15,11 +16,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib.config import select_device
-from lib.models.backbones import FeatureExtractor
 from lib.models.base import AnomalyModel, register
 from lib.models.efficientad.torch_model import EfficientADModel
 
@@ -102,55 +101,6 @@ class EfficientAD(AnomalyModel):
     def _t(self, images):
         return self.net.to_input(torch.from_numpy(np.ascontiguousarray(images)).to(self.device))
 
-    def distil_teacher(self, train, rng, progress=False) -> list:
-        """Distil the PDN teacher from an offline backbone's layer2+3 features (see module docstring)."""
-        from lib.models.backbones import default_backbone
-        from lib.models.features import aggregate_patches
-
-        c = self.config
-        name = default_backbone() if c.teacher_backbone == "auto" else c.teacher_backbone
-        fe = FeatureExtractor(name, ("layer2", "layer3")).to(self.device)
-        photos = offline_photos()
-        size = tuple(c.input_size)
-        with torch.no_grad():
-            probe = self._t(train[:1])
-            t_out = self.net.teacher(probe)
-            f, _ = aggregate_patches(fe(torch.from_numpy(train[:1]).to(self.device)), 3)
-        dim = sum(x.shape[1] for x in f)
-        head = torch.nn.Conv2d(c.out_channels, dim, 1).to(self.device)
-        params = list(self.net.teacher.parameters()) + list(head.parameters())
-        opt = torch.optim.Adam(params, lr=c.teacher_lr, weight_decay=1e-5)
-        stats = None
-        curve = []
-        for _ in tqdm(
-            range(c.teacher_iterations), desc="teacher distillation", disable=not progress, leave=False
-        ):
-            batch = []
-            for _ in range(8):
-                src = (
-                    train[int(rng.integers(len(train)))]
-                    if rng.random() < 0.5
-                    else photos[int(rng.integers(len(photos)))]
-                )
-                batch.append(colour_jitter(random_crop(src, size, rng), rng))
-            raw = torch.from_numpy(np.stack(batch)).to(self.device)
-            with torch.no_grad():
-                per_layer, (h, w) = aggregate_patches(fe(raw), 3)
-                target = torch.cat(per_layer, 1).view(len(batch), h, w, -1).permute(0, 3, 1, 2)
-                if stats is None:  # standardise the targets with the first batch's channel statistics
-                    stats = (target.mean((0, 2, 3), keepdim=True), target.std((0, 2, 3), keepdim=True) + 1e-6)
-                target = (target - stats[0]) / stats[1]
-            pred = head(self.net.teacher(self.net.to_input(raw)))
-            target = F.interpolate(target, size=pred.shape[-2:], mode="bilinear", align_corners=False)
-            loss = F.mse_loss(pred, target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            curve.append(float(loss.detach()))
-        del t_out
-        self.teacher_source = f"distilled offline from {fe.info} ({c.teacher_iterations} iterations)"
-        return curve
-
     def fit(self, train, val=None, progress=False) -> dict:
         c = self.config
         rng = np.random.default_rng([c.seed, 71])
@@ -159,11 +109,18 @@ class EfficientAD(AnomalyModel):
         if c.teacher_weights:
             from safetensors.torch import load_file
 
+            from lib.models.efficientad.teacher import teacher_info
+
             self.net.teacher.load_state_dict(load_file(c.teacher_weights))
-            self.teacher_source = f"user file {c.teacher_weights}"
-            teacher_curve = []
-        else:
-            teacher_curve = self.distil_teacher(train, rng, progress)
+            info = teacher_info(c.teacher_weights)
+            self.teacher_source = f"file {c.teacher_weights}" + (f", {info['source']}" if info else "")
+            teacher_curve = info.get("curve", [])
+        else:  # no stored teacher given: distil one for this run only
+            from lib.models.efficientad.teacher import distil_teacher
+
+            teacher_curve, self.teacher_source = distil_teacher(
+                self.net.teacher, self.net.to_input, train, c, rng, self.device, progress
+            )
         for p in self.net.teacher.parameters():
             p.requires_grad_(False)
         self.net.teacher.eval()
@@ -187,22 +144,25 @@ class EfficientAD(AnomalyModel):
             leave=False,
         ):
             idx = torch.randint(len(train), (c.batch_size,), generator=g).numpy()
-            x = self._t(train[idx])
-            t = self.net.teacher_features(x)
-            s = self.net.student(x)
-            d = (t - s[:, :cc]) ** 2
+            imgs = train[idx]
+            b = len(imgs)
+            pen = (
+                [random_crop(photos[int(rng.integers(len(photos)))], c.input_size, rng)] if c.penalty else []
+            )
+            aug = [colour_jitter(img, rng) for img in imgs]
+            # one student pass over [normal, augmented, penalty] and one teacher pass over [normal, augmented]
+            x_all = self._t(np.stack([*imgs, *aug, *pen]))
+            t_all = self.net.teacher_features(x_all[: 2 * b])
+            s_all = self.net.student(x_all)
+            t, ta = t_all[:b], t_all[b:]
+            d = (t - s_all[:b, :cc]) ** 2
             d_hard = torch.quantile(d.flatten()[:: max(1, d.numel() // 2_000_000)], c.hard_quantile)
             loss_st = d[d >= d_hard].mean()
-            if c.penalty:
-                p = np.stack([random_crop(photos[int(rng.integers(len(photos)))], c.input_size, rng)])
-                loss_st = loss_st + (self.net.student(self._t(p))[:, :cc] ** 2).mean()
-            aug = np.stack([colour_jitter(img, rng) for img in train[idx]])
-            xa = self._t(aug)
-            ta = self.net.teacher_features(xa)
-            ae = self.net.ae(xa, ta.shape[-2:])
-            sa = self.net.student(xa)[:, cc:]
+            if pen:
+                loss_st = loss_st + (s_all[2 * b :, :cc] ** 2).mean()
+            ae = self.net.ae(x_all[b : 2 * b], ta.shape[-2:])
             loss_ae = ((ta - ae) ** 2).mean()
-            loss = loss_st + loss_ae + ((ae - sa) ** 2).mean()
+            loss = loss_st + loss_ae + ((ae - s_all[b : 2 * b, cc:]) ** 2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
