@@ -189,3 +189,18 @@ def test_efficientad_teacher_is_distilled_once_stored_and_reused(built):
     stored = load_file(str(path))
     assert all(torch.equal(v, stored[k]) for k, v in model.net.teacher.state_dict().items())
     assert str(path) in history["teacher"] and history["teacher_curve"] == info["curve"]
+
+
+def test_efficientad_channels_last_inference_matches_the_trained_net():
+    model = make_model("efficientad_s", None, input_size=(64, 48), iterations=2, teacher_iterations=1)
+    model.fit(toy_images(4, 0), toy_images(2, 1))
+    imgs = toy_images(3, 2, defect=True)
+    _, maps = model.predict(imgs)
+    with torch.no_grad():
+        ref = model.net(model._t(imgs)).numpy()
+    assert np.allclose(maps, ref, atol=1e-5)
+    state = model.state_dict()
+    state["q_st_b"] = state["q_st_b"] * 2  # new weights must reach the inference copy
+    model.load_state_dict(state)
+    _, maps2 = model.predict(imgs)
+    assert not np.allclose(maps2, maps, atol=1e-6)

@@ -103,6 +103,7 @@ class EfficientAD(AnomalyModel):
 
     def fit(self, train, val=None, progress=False) -> dict:
         c = self.config
+        self._infer = None
         rng = np.random.default_rng([c.seed, 71])
         g = torch.Generator(device="cpu").manual_seed(c.seed)
         train = np.asarray(train)
@@ -204,9 +205,25 @@ class EfficientAD(AnomalyModel):
 
     @torch.no_grad()
     def predict(self, images):
-        self.net.eval()
-        maps = torch.cat([self.net(self._t(images[i : i + 8])).cpu() for i in range(0, len(images), 8)])
+        net = self._inference_net()
+        cl = torch.channels_last
+        maps = torch.cat(
+            [
+                net(self._t(images[i : i + 8]).contiguous(memory_format=cl)).cpu()
+                for i in range(0, len(images), 8)
+            ]
+        )
         return maps.flatten(1).amax(1).numpy(), maps.numpy().astype(np.float32)
+
+    def _inference_net(self):
+        """A channels-last copy of the trained net for inference (same weights; ~15 % faster convs on a
+        CPU). ``fit`` and ``load_state_dict`` drop it; training and checkpoints use ``self.net``."""
+        import copy
+
+        if getattr(self, "_infer", None) is None:
+            self.net.eval()
+            self._infer = copy.deepcopy(self.net).to(memory_format=torch.channels_last).eval()
+        return self._infer
 
     def state_dict(self):
         return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
@@ -214,6 +231,7 @@ class EfficientAD(AnomalyModel):
     def load_state_dict(self, state):
         self.net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
         self.net.eval()
+        self._infer = None
 
 
 @dataclasses.dataclass(frozen=True)
