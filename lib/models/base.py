@@ -26,6 +26,22 @@ def register(cls):
     return cls
 
 
+def tensors_to_numpy(tensors: dict) -> dict[str, np.ndarray]:
+    """A torch state dict as numpy arrays (what ``save`` writes to safetensors)."""
+    return {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+
+
+def numpy_to_tensors(arrays: dict, prefix: str = "") -> dict:
+    """The entries of a saved state under ``prefix`` (stripped) as torch tensors."""
+    import torch
+
+    return {
+        k.removeprefix(prefix): torch.from_numpy(np.asarray(v))
+        for k, v in arrays.items()
+        if k.startswith(prefix)
+    }
+
+
 class AnomalyModel(abc.ABC):
     name: str = "base"
     config_class: type = object

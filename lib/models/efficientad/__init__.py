@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lib.config import select_device
-from lib.models.base import AnomalyModel, register
+from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.efficientad.torch_model import EfficientADModel
 
 
@@ -226,10 +226,10 @@ class EfficientAD(AnomalyModel):
         return self._infer
 
     def state_dict(self):
-        return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        return tensors_to_numpy(self.net.state_dict())
 
     def load_state_dict(self, state):
-        self.net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+        self.net.load_state_dict(numpy_to_tensors(state))
         self.net.eval()
         self._infer = None
 

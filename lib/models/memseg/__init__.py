@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lib.config import select_device
-from lib.models.base import AnomalyModel, register
+from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.memseg.anomaly_synthesis import SynthesisConfig, synthesize
 from lib.models.memseg.torch_model import MemSegModel, focal_loss
 
@@ -134,11 +134,11 @@ class MemSeg(AnomalyModel):
         return scores.numpy(), maps.numpy().astype(np.float32)
 
     def state_dict(self):
-        return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        return tensors_to_numpy(self.net.state_dict())
 
     def load_state_dict(self, state):
         for i in range(len(self.net.channels)):
             setattr(self.net, f"memory{i}", torch.from_numpy(state[f"memory{i}"]).to(self.device))
-        self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        self.net.load_state_dict(numpy_to_tensors(state))
         for p in self.net.encoder.parameters():
             p.requires_grad_(False)

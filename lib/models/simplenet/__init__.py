@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib.config import select_device
-from lib.models.base import AnomalyModel, register
+from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.patchcore.torch_model import gaussian_blur
 from lib.models.simplenet.torch_model import SimpleNetModel, truncated_l1
 
@@ -148,20 +148,10 @@ class SimpleNet(AnomalyModel):
         sd = {"feat_mean": self.net.feat_mean, "feat_std": self.net.feat_std}
         sd.update({f"adaptor.{k}": v for k, v in self.net.adaptor.state_dict().items()})
         sd.update({f"discriminator.{k}": v for k, v in self.net.discriminator.state_dict().items()})
-        return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+        return tensors_to_numpy(sd)
 
     def load_state_dict(self, state):
-        ad = {
-            k.removeprefix("adaptor."): torch.from_numpy(v)
-            for k, v in state.items()
-            if k.startswith("adaptor.")
-        }
-        ds = {
-            k.removeprefix("discriminator."): torch.from_numpy(v)
-            for k, v in state.items()
-            if k.startswith("discriminator.")
-        }
         self.net.feat_mean.copy_(torch.from_numpy(state["feat_mean"]))
         self.net.feat_std.copy_(torch.from_numpy(state["feat_std"]))
-        self.net.adaptor.load_state_dict(ad)
-        self.net.discriminator.load_state_dict(ds)
+        self.net.adaptor.load_state_dict(numpy_to_tensors(state, "adaptor."))
+        self.net.discriminator.load_state_dict(numpy_to_tensors(state, "discriminator."))
