@@ -204,3 +204,16 @@ def test_efficientad_channels_last_inference_matches_the_trained_net():
     model.load_state_dict(state)
     _, maps2 = model.predict(imgs)
     assert not np.allclose(maps2, maps, atol=1e-6)
+
+
+def test_model_config_without_building_the_model():
+    from lib.models import model_config
+
+    quick = load_profile("quick")
+    cfg = model_config("efficientad_m", quick)
+    assert cfg.model_size == "medium" and tuple(cfg.input_size) == tuple(
+        quick.models["efficientad_m"]["input_size"]
+    )
+    assert make_model("efficientad_m", quick).config == cfg
+    with pytest.raises(ValueError, match="unknown model"):
+        model_config("nope")

@@ -17,11 +17,12 @@ __all__ = [
     "PatchCore",
     "SimpleNet",
     "make_model",
+    "model_config",
 ]
 
 
-def make_model(name: str, profile=None, **overrides) -> AnomalyModel:
-    """A model with Table 3's defaults, the profile's overrides, then ``overrides``.
+def model_config(name: str, profile=None, **overrides):
+    """The config dataclass of model ``name``: Table 3's defaults, the profile's overrides, then ``overrides``.
 
     ``backbone="auto"`` picks the paper's backbone when its weights are available offline,
     else the best offline one (see lib.models.backbones.default_backbone).
@@ -42,4 +43,10 @@ def make_model(name: str, profile=None, **overrides) -> AnomalyModel:
     if settings.get("backbone") == "auto":
         settings["backbone"] = default_backbone(fields["backbone"].default)
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-    return cls(cls.config_class(**settings))
+    return cls.config_class(**settings)
+
+
+def make_model(name: str, profile=None, **overrides) -> AnomalyModel:
+    """A model built from ``model_config(name, profile, **overrides)``."""
+    config = model_config(name, profile, **overrides)  # raises on an unknown model or setting
+    return REGISTRY[name](config)

@@ -123,7 +123,7 @@ def teacher_info(path) -> dict:
 
 def prepare_teacher(name: str, profile, data_root, manifest, progress: bool = True) -> Path:
     """The stored teacher for model ``name`` (efficientad_s/_m) under ``profile``'s settings."""
-    from lib.models import make_model
+    from lib.models import model_config
 
-    config = make_model(name, profile).config
+    config = model_config(name, profile)
     return ensure_teacher(config, data_root, manifest, seed=profile.seed, progress=progress)
