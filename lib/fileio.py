@@ -65,9 +65,10 @@ def read_image(path: Path | str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarra
     return image
 
 
-def write_csv(path: Path | str, frame) -> Path:
-    """Write a pandas DataFrame as CSV with a fixed float format (byte-stable)."""
-    return write_text(path, frame.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
+def write_csv(path: Path | str, frame, float_format: str | None = "%.6g") -> Path:
+    """Write a pandas DataFrame as CSV, byte-stable. ``float_format=None`` keeps full precision
+    (shortest round-trip repr, which pandas reads back exactly)."""
+    return write_text(path, frame.to_csv(index=False, lineterminator="\n", float_format=float_format))
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

@@ -16,11 +16,18 @@ import numpy as np
 import pandas as pd
 
 from lib.evaluate import metrics as M
-from lib.evaluate.store import Cell, read_results
+from lib.evaluate.store import Cell, StoreError, cell_dir, read_results
 from lib.fileio import read_image
 from lib.masking import apply_roi
 
 SUBSETS = ("test", "test-real", "test-synthetic", "val")
+EVALUATED_SPLITS = ("val", "test")
+
+
+def expected_images(manifest: pd.DataFrame, cell: Cell) -> pd.Series:
+    """The manifest images a cell must have results for: its viewpoint, validation and test splits."""
+    sel = (manifest.viewpoint == cell.viewpoint) & manifest.split.isin(EVALUATED_SPLITS)
+    return manifest.image_id[sel]
 
 
 def load_outputs(data_root, store_root, cell: Cell, manifest: pd.DataFrame) -> dict:
@@ -44,9 +51,23 @@ def load_outputs(data_root, store_root, cell: Cell, manifest: pd.DataFrame) -> d
         how="left",
         validate="one_to_one",
     )
+    scores_csv = cell_dir(store_root, cell) / "scores.csv"
     if table.source.isna().any():
-        missing = table.image_id[table.source.isna()].iloc[0]
-        raise ValueError(f"results of {cell.key} name image {missing!r}, which the manifest lacks")
+        extra = table.image_id[table.source.isna()].iloc[0]
+        raise StoreError(cell, scores_csv, f"names image {extra!r}, which the manifest lacks")
+    lacking = sorted(set(expected_images(manifest, cell)) - set(table.image_id))
+    if lacking:
+        raise StoreError(
+            cell,
+            scores_csv,
+            f"lacks {len(lacking)} of the manifest's {cell.viewpoint} val/test images "
+            f"(first: {', '.join(map(repr, lacking[:3]))}); re-run the cell",
+        )
+    foreign = table.viewpoint != cell.viewpoint
+    if foreign.any():
+        raise StoreError(
+            cell, scores_csv, f"image {table.image_id[foreign].iloc[0]!r} is not a {cell.viewpoint} image"
+        )
     first = read_image(root / table.image_path.iloc[0], cv2.IMREAD_GRAYSCALE)
     h, w = first.shape
     maps, masks = [], []
@@ -76,17 +97,25 @@ def _subset(table: pd.DataFrame, name: str) -> np.ndarray:
     return test & ((table.label == "normal") | (table.source == source)).to_numpy()
 
 
-def evaluate_outputs(cell: Cell, out: dict, n_bins: int = M.DEFAULT_BINS) -> pd.DataFrame:
-    """Tidy rows: one per (subset, level, threshold policy) with every metric."""
+def _pixel_scores(cell: Cell, out: dict, idx, components: bool = True) -> M.PixelScores:
+    ids = out["table"].image_id.to_numpy()[idx]
+    try:
+        return M.PixelScores([out["masks"][i] for i in idx], [out["maps"][i] for i in idx], ids, components)
+    except ValueError as exc:
+        raise ValueError(f"cell {cell.key}: {exc}") from None
+
+
+def evaluate_outputs(cell: Cell, out: dict) -> pd.DataFrame:
+    """Tidy rows: one per (subset, level, threshold policy) with every metric, all exact."""
     t = out["table"]
     y = (t.label == "anomalous").to_numpy()
     s = t.score.to_numpy(float)
+    if not np.isfinite(s).all():
+        bad = t.image_id.iloc[int(np.argmin(np.isfinite(s)))]
+        raise ValueError(f"cell {cell.key}: image {bad!r} has a NaN or infinite score")
     val = _subset(t, "val")
     calib_img = M.best_f1_threshold(y[val], s[val]) if y[val].any() else float("inf")
-    val_idx = np.nonzero(val)[0]
-    calib_px = M.best_iou_threshold(
-        [out["masks"][i] for i in val_idx], [out["maps"][i] for i in val_idx], n_bins
-    )
+    calib_px = _pixel_scores(cell, out, np.nonzero(val)[0], components=False).best_iou_threshold()
     rows = []
     base = {
         "model": cell.model,
@@ -102,10 +131,7 @@ def evaluate_outputs(cell: Cell, out: dict, n_bins: int = M.DEFAULT_BINS) -> pd.
         policies = [("oracle", M.best_f1_threshold(y[sel], s[sel]), None)]
         if name != "val":
             policies.append(("val-calibrated", calib_img, calib_px))
-        idx = np.nonzero(sel)[0]
-        hist = M.PixelHistogram(
-            [out["masks"][i] for i in idx], [out["maps"][i] for i in idx], n_bins, components=True
-        )
+        hist = _pixel_scores(cell, out, np.nonzero(sel)[0])
         px_free = {"auroc": hist.auroc(), "aupr": hist.aupr(), "aupro": hist.aupro(0.3)}
         for policy, t_img, t_px in policies:
             im = M.image_metrics(y[sel], s[sel], t_img)
@@ -138,7 +164,7 @@ def per_image(cell: Cell, out: dict, threshold_img: float, tau_px: float) -> pd.
     for i, r in enumerate(t.itertuples(index=False)):
         if r.split != "test":
             continue
-        pred = out["maps"][i] >= tau_px
+        pred = M.at_or_above(out["maps"][i], tau_px)
         gt = out["masks"][i] > 0
         inter, union = int((pred & gt).sum()), int((pred | gt).sum())
         rows.append(
@@ -161,16 +187,24 @@ def per_image(cell: Cell, out: dict, threshold_img: float, tau_px: float) -> pd.
 
 
 def evaluate_store(data_root, store_root, manifest: pd.DataFrame, cells=None, progress=True):
-    """Evaluate every finished cell: (metrics rows, per-image rows)."""
+    """Evaluate every finished cell: (metrics rows, per-image rows, broken cells).
+
+    A cell whose stored results are missing, truncated, inconsistent, incomplete or non-finite
+    is reported in ``broken`` (cell, error) and skipped; the others are evaluated.
+    """
     from tqdm.auto import tqdm
 
     from lib.evaluate.store import list_cells
 
     cells = list_cells(store_root) if cells is None else cells
-    metric_rows, image_rows = [], []
+    metric_rows, image_rows, broken = [], [], []
     for cell in tqdm(cells, desc="evaluating", disable=not progress):
-        out = load_outputs(data_root, store_root, cell, manifest)
-        m = evaluate_outputs(cell, out)
+        try:
+            out = load_outputs(data_root, store_root, cell, manifest)
+            m = evaluate_outputs(cell, out)
+        except (StoreError, ValueError, OSError) as exc:
+            broken.append({"cell": cell.key, "error": f"{type(exc).__name__}: {exc}"})
+            continue
         metric_rows.append(m)
         cal = m[(m.subset == "test") & (m.policy == "val-calibrated")]
         orc = m[(m.subset == "test") & (m.policy == "oracle") & (m.level == "pixel")]
@@ -179,7 +213,7 @@ def evaluate_store(data_root, store_root, manifest: pd.DataFrame, cells=None, pr
         image_rows.append(per_image(cell, out, t_img, tau))
     metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame()
     images = pd.concat(image_rows, ignore_index=True) if image_rows else pd.DataFrame()
-    return metrics, images
+    return metrics, images, pd.DataFrame(broken, columns=["cell", "error"])
 
 
 def summary_table(metrics: pd.DataFrame, subset: str, level: str, policy: str, columns) -> pd.DataFrame:

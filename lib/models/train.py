@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lib.config import seed_everything
-from lib.evaluate.store import Cell, cell_dir, write_results
+from lib.evaluate.store import Cell, cell_dir, content_hash, write_results
 from lib.models.base import AnomalyModel
 from lib.models.data import load_images, select
 
@@ -66,7 +67,11 @@ def run_cell(
         }
     )
     model.save(Path(cell_dir(store_root, cell)) / "checkpoint")
+    read = pd.concat([train_rows, val_normal, evaluated]).drop_duplicates("image_id")
     meta = {
+        "manifest_sha256": content_hash(read.sort_values("image_id").reset_index(drop=True)),
+        "manifest_rows": len(read),
+        "model_config_sha256": content_hash(dataclasses.asdict(model.config)),
         "model": model.name,
         "input_size": list(size),
         "fit_seconds": round(fit_s, 3),
