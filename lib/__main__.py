@@ -37,9 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--data-root", required=True)
     sim.add_argument("--seed", type=int, default=None)
     sim.add_argument("--workers", type=int, default=None)
+    chk = sub.add_parser(
+        "check-data", help="validate a data root's manifest: files, sizes, paths and every image's SHA-256"
+    )
+    chk.add_argument("--profile", default="auto", help="the data root is data/<profile> unless --data-root")
+    chk.add_argument("--data-root", default=None)
+    chk.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check (files and sizes only)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
+        from lib.fileio import DataRootBusy
         from lib.workbook import run_workbook
 
         only = [s.strip() for s in args.only.split(",")] if args.only else None
@@ -49,17 +56,25 @@ def main(argv: list[str] | None = None) -> int:
             extra["workers"] = args.workers
         if args.executor == "ray":
             extra.update(address=args.ray_address, gpus_per_cell=args.gpus_per_cell)
-        results = run_workbook(
-            args.profile,
-            args.data_root,
-            args.runs_dir,
-            only,
-            args.seed,
-            executor=args.executor,
-            models=models,
-            **extra,
-        )
+        try:
+            results = run_workbook(
+                args.profile,
+                args.data_root,
+                args.runs_dir,
+                only,
+                args.seed,
+                executor=args.executor,
+                models=models,
+                **extra,
+            )
+        except DataRootBusy as exc:
+            print(f"python -m lib run: {exc}", file=sys.stderr)
+            return 1
         failed = [r for r in results if r["error"]]
+        if failed:
+            print(f"{len(failed)} notebook(s)/cell(s) FAILED:", file=sys.stderr)
+            for r in failed:
+                print(f"  {r.get('notebook') or r.get('cell')}: {r['error']}", file=sys.stderr)
         return 1 if failed else 0
     if args.command == "readme-results":
         from lib.config import resolve_profile_name
@@ -67,6 +82,33 @@ def main(argv: list[str] | None = None) -> int:
 
         name = resolve_profile_name(args.profile)
         print(update_readme(REPO_ROOT / "runs" / name / "results.md", note=args.note))
+        return 0
+    if args.command == "check-data":
+        import time
+        from pathlib import Path
+
+        from lib.config import resolve_profile_name
+        from lib.dataset.manifest import ManifestError, read_manifest
+        from lib.workbook import REPO_ROOT
+
+        root = (
+            Path(args.data_root)
+            if args.data_root
+            else REPO_ROOT / "data" / resolve_profile_name(args.profile)
+        )
+        t0 = time.perf_counter()
+        try:
+            df = read_manifest(
+                root / "data_manifest.csv", data_root=root, check_files=True, verify=not args.no_verify
+            )
+        except (ManifestError, FileNotFoundError) as exc:
+            print(f"check-data: FAILED: {exc}", file=sys.stderr)
+            return 1
+        what = "files, sizes and SHA-256" if not args.no_verify else "files and sizes"
+        print(
+            f"check-data: {root / 'data_manifest.csv'}: {len(df)} rows, {df.viewpoint.nunique()} viewpoint(s); "
+            f"{what} OK in {time.perf_counter() - t0:.1f} s"
+        )
         return 0
     if args.command == "simulate":
         import json

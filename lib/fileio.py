@@ -7,15 +7,30 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read without a lasting change: os.umask can only be read by setting it)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str | None = None):
-    """Yield a temporary path next to ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
+
+    The file gets the mode an ordinary ``open()`` would give it (0666 less the umask), not
+    mkstemp's private 0600, so a teammate or a worker running as another user can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
@@ -25,6 +40,7 @@ def atomic_path(path: Path | str, suffix: str | None = None):
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -89,3 +105,44 @@ def ensure_writable_dir(path: Path | str, what: str = "data root") -> Path:
     except OSError as exc:
         raise PermissionError(f"{what} {str(path)!r} is not writable: {exc.strerror or exc}") from exc
     return path
+
+
+class DataRootBusy(RuntimeError):
+    """Another run holds the data root's lock."""
+
+
+@contextlib.contextmanager
+def data_root_lock(data_root: Path | str, purpose: str = "workbook run"):
+    """Hold ``<data_root>/.lock`` for the duration; a second run fails at once naming the holder.
+
+    An OS-level lock (flock): it is released when the holder exits, even if it is killed, so a
+    stale lock file never blocks a later run.
+    """
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    root = ensure_writable_dir(data_root)
+    path = root / ".lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held open for the duration
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "an unknown process"
+            raise DataRootBusy(
+                f"data root {str(root)!r} is in use by {holder}; wait for that run to finish or stop it "
+                "(two runs on one data root would overwrite each other's files)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+            f"({purpose}: {' '.join(sys.argv)[:200]})\n"
+        )
+        fh.flush()
+        yield path
+    finally:
+        fh.close()

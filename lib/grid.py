@@ -1,8 +1,11 @@
 """The experiment grid: one training-notebook run per cell, resumable, through a pluggable executor.
 
 A cell is (model, viewpoint, raw|masked, seed). Its completion marker is the results store's
-``DONE`` file (written last by ``run_cell``), so a finished cell is skipped on re-run and an
-interrupted run resumes. A failing cell is reported with its notebook and error; the others go on.
+``DONE`` file (removed first and written last by ``run_cell``); a cell is skipped only if its
+``DONE`` records the identity the cell would have now (``lib.identity``: manifest rows, ROI masks,
+resolved config, package version), else it re-runs and the index says why. An interrupted run
+resumes. A failing cell, or one whose worker process dies, is recorded as failed with its error
+and log (``runs/<profile>/cells/<cell>/FAILED.json``); the others go on.
 
 Executors: ``sequential`` (default), ``process`` (a local process pool), ``ray`` (one Ray task per
 cell, GPU resources declared per task; a local Ray instance, or ``address=`` to join a cluster).
@@ -50,6 +53,24 @@ def plan_grid(models, viewpoints, variants, seeds) -> list[Cell]:
 
 def cell_name(cell: Cell) -> str:
     return f"{cell.model}_{cell.viewpoint}_{'masked' if cell.masked else 'raw'}_seed{cell.seed}"
+
+
+def expected_identities(cells, profile, data_root, manifest) -> dict:
+    """The identity each cell would record if run now (what ``train_grid`` in the notebooks builds)."""
+    from lib.identity import cell_identity
+    from lib.models import model_config
+    from lib.models.efficientad.teacher import teacher_path
+    from lib.models.train import _has_seed
+
+    out = {}
+    for cell in cells:
+        overrides = {"seed": cell.seed} if _has_seed(cell.model) else {}
+        if cell.model.startswith("efficientad"):  # the notebook passes the profile's stored teacher
+            base = model_config(cell.model, profile)
+            overrides["teacher_weights"] = str(teacher_path(data_root, base, profile.seed))
+        config = model_config(cell.model, profile, **overrides)
+        out[cell] = cell_identity(cell, config, data_root, manifest)
+    return out
 
 
 def run_grid_cell(cell: Cell, profile: str, data_root: str, runs_dir: str, notebook_dir: str) -> dict:
@@ -101,9 +122,13 @@ def dry_run_cell(cell: Cell, profile: str, data_root: str, runs_dir: str, notebo
 class SequentialExecutor:
     name = "sequential"
 
-    def map_unordered(self, fn, items):
+    def map_unordered(self, fn, items, log_for=None):
         for item in items:
-            yield item, fn(*item)
+            try:
+                res = fn(*item)
+            except Exception as exc:  # noqa: BLE001 - fails this cell only
+                res = {"crashed": f"{type(exc).__name__}: {exc}"}
+            yield item, res
 
 
 def limit_threads(threads: int) -> None:
@@ -114,10 +139,50 @@ def limit_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
-class ProcessExecutor:
-    """A local process pool (spawned processes; each cell is its own papermill kernel anyway).
+def _worker_main(conn, threads, fn, item, log_path):
+    """Run one cell in its own process, output to its log; send the result back through ``conn``."""
+    import os
+    import sys
 
-    Each worker's cells get ``cores // workers`` threads, so parallel cells do not oversubscribe the CPU.
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    limit_threads(threads)
+    try:
+        res = fn(*item)
+    except BaseException as exc:  # noqa: BLE001 - reported as the cell's failure
+        import traceback
+
+        traceback.print_exc()
+        res = {"crashed": f"{type(exc).__name__}: {exc}"}
+    conn.send(res)
+    conn.close()
+
+
+def _exit_description(code: int | None) -> str:
+    import signal
+
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class ProcessExecutor:
+    """One spawned process per cell, at most ``workers`` at a time.
+
+    A process per cell (not a pool) isolates crashes: a worker killed mid-cell (out of memory, a
+    segfault, ``kill -9``) fails that cell only, reported as ``{"crashed": ...}``, and the other
+    cells go on. Each cell gets ``cores // workers`` threads so parallel cells do not oversubscribe
+    the CPU; its output goes to ``log_for(item)`` when given.
     """
 
     name = "process"
@@ -131,19 +196,37 @@ class ProcessExecutor:
         self.workers = workers
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
-    def map_unordered(self, fn, items):
+    def map_unordered(self, fn, items, log_for=None):
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing.connection import wait
 
-        with ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=limit_threads,
-            initargs=(self.threads,),
-        ) as pool:
-            futures = {pool.submit(fn, *item): item for item in items}
-            for f in as_completed(futures):
-                yield futures[f], f.result()
+        ctx = multiprocessing.get_context("spawn")
+        pending, running = list(items), {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    item = pending.pop(0)
+                    recv, send = ctx.Pipe(duplex=False)
+                    log = str(log_for(item)) if log_for else None
+                    proc = ctx.Process(target=_worker_main, args=(send, self.threads, fn, item, log))
+                    proc.start()
+                    send.close()
+                    running[recv] = (proc, item, log)
+                for conn in wait(list(running)):
+                    proc, item, log = running.pop(conn)
+                    try:
+                        res = conn.recv()
+                    except (EOFError, OSError):  # the process died before sending a result
+                        res = None
+                    conn.close()
+                    proc.join()
+                    if res is None:
+                        res = {"crashed": f"the worker process {_exit_description(proc.exitcode)} mid-cell"}
+                    yield item, res
+        finally:
+            for proc, _, _ in running.values():
+                proc.kill()
+                proc.join()
 
 
 class RayExecutor:
@@ -156,7 +239,7 @@ class RayExecutor:
     ):
         self.address, self.gpus, self.cpus, self.init = address, gpus_per_cell, cpus_per_cell, init
 
-    def map_unordered(self, fn, items):
+    def map_unordered(self, fn, items, log_for=None):
         import ray
 
         started = False
@@ -170,7 +253,11 @@ class RayExecutor:
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                yield refs[done[0]], ray.get(done[0])
+                try:
+                    res = ray.get(done[0])
+                except Exception as exc:  # noqa: BLE001 - a crashed task or dead worker fails its cell only
+                    res = {"crashed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                yield refs[done[0]], res
         finally:
             if started:
                 ray.shutdown()
@@ -197,14 +284,39 @@ def make_executor(kind: str = "sequential", **kwargs):
     raise ValueError(f"unknown executor {kind!r}; choose sequential, process or ray")
 
 
-def run_grid(cells, profile, data_root, runs_dir, notebook_dir, executor=None, progress=True, cell_fn=None):
-    """Run every unfinished cell; returns (results per cell, skipped cells). Failures are collected."""
+def run_grid(
+    cells,
+    profile,
+    data_root,
+    runs_dir,
+    notebook_dir,
+    executor=None,
+    progress=True,
+    cell_fn=None,
+    identities: dict | None = None,
+):
+    """Run every cell that is not done and current; returns results, skipped and re-run cells.
+
+    ``identities`` (cell -> expected identity, see ``expected_identities``) decides "current";
+    without it a cell with any DONE counts as done. Crashes are collected, never raised.
+    """
+    from lib.fileio import write_json
+    from lib.identity import stale_reason
+
     executor = executor or SequentialExecutor()
     fn = cell_fn or run_grid_cell
     store = Path(data_root) / "results"
-    todo = sorted((c for c in cells if not is_done(store, c)), key=lambda c: -RELATIVE_COST.get(c.model, 1))
-    skipped = [c for c in cells if is_done(store, c)]
+    reasons = {}
+    for c in cells:
+        if identities is not None:
+            reasons[c] = stale_reason(store, c, identities[c])
+        else:
+            reasons[c] = None if is_done(store, c) else "not run"
+    todo = sorted((c for c in cells if reasons[c]), key=lambda c: -RELATIVE_COST.get(c.model, 1))
+    skipped = [c for c in cells if not reasons[c]]
+    rerun = [{"cell": c.key, "reason": reasons[c]} for c in todo if reasons[c] != "not run"]
     items = [(c, profile, str(data_root), str(runs_dir), str(notebook_dir)) for c in todo]
+    cells_dir = Path(runs_dir) / "cells"
     results = []
     t0 = time.perf_counter()
     with tqdm(
@@ -214,13 +326,32 @@ def run_grid(cells, profile, data_root, runs_dir, notebook_dir, executor=None, p
         unit="cell",
         disable=not progress,
     ) as bar:
-        for _item, res in executor.map_unordered(fn, items):
+        for item, res in executor.map_unordered(
+            fn, items, log_for=lambda it: cells_dir / cell_name(it[0]) / "worker.log"
+        ):
+            cell = item[0]
+            if "crashed" in res:
+                res = {"cell": cell.key, "error": res["crashed"], "html": None, "seconds": 0.0}
+            log = cells_dir / cell_name(cell) / "worker.log"
+            res["log"] = str(log) if log.is_file() else None
+            res["reason"] = reasons[cell]
+            failed = cells_dir / cell_name(cell) / "FAILED.json"
+            if res["error"]:
+                write_json(
+                    failed, {"cell": cell.key, "error": res["error"], "log": res["log"], "html": res["html"]}
+                )
+                bar.write(f"FAILED {res['cell']}: {res['error']} (log: {res['log']})")
+            else:
+                failed.unlink(missing_ok=True)
             results.append(res)
             bar.update()
-            if res["error"]:
-                bar.write(f"FAILED {res['cell']}: {res['error']} ({res['html']})")
+    if rerun:
+        print(f"re-ran {len(rerun)} finished cell(s) that were no longer current:")
+        for r in rerun:
+            print(f"  {r['cell']}: {r['reason']}")
     return {
         "results": results,
         "skipped": [c.key for c in skipped],
+        "rerun": rerun,
         "seconds": round(time.perf_counter() - t0, 1),
     }

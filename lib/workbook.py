@@ -131,10 +131,20 @@ def run_summary(results: list[dict], seconds: float, executor: str, skipped: int
 def write_index(
     out_dir: Path, results: list[dict], title: str, data_root: Path | None = None, summary: str = ""
 ) -> Path:
+    def link(path, text):
+        if not path:
+            return html.escape(text)
+        try:
+            rel = Path(path).relative_to(out_dir)
+        except ValueError:
+            rel = Path(path)
+        return f"<a href='{html.escape(str(rel))}'>{html.escape(text)}</a>"
+
     rows = "\n".join(
-        f"<tr><td><a href='{html.escape(str(Path(r['html']).relative_to(out_dir)) if r.get('html') else '')}'>"
-        f"{html.escape(r.get('notebook') or r.get('cell', ''))}</a></td>"
-        f"<td>{r['seconds']}</td><td>{'ok' if not r['error'] else html.escape(str(r['error']))}</td></tr>"
+        f"<tr><td>{link(r.get('html'), r.get('notebook') or r.get('cell', ''))}</td>"
+        f"<td>{r['seconds']}</td><td>{'ok' if not r['error'] else html.escape(str(r['error']))}"
+        f"{' (' + link(r.get('log'), 'log') + ')' if r.get('error') and r.get('log') else ''}</td>"
+        f"<td>{html.escape(str(r.get('reason') or ''))}</td></tr>"
         for r in results
     )
     table = headline_table(data_root) if data_root is not None else None
@@ -147,7 +157,7 @@ def write_index(
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
         f"<body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>{head}<h2>Executed notebooks</h2><table border='1' cellpadding='4'>"
-        f"<tr><th>notebook / cell</th><th>seconds</th><th>status</th></tr>{rows}</table></body></html>\n"
+        f"<tr><th>notebook / cell</th><th>seconds</th><th>status</th><th>why it ran</th></tr>{rows}</table></body></html>\n"
     )
     if table is not None:
         write_text(
@@ -199,9 +209,6 @@ def run_workbook(
     interrupted run resumes; a failed cell does not stop the others. Returns every result row
     (a row with ``error`` set is a failure).
     """
-    from lib.config import load_profile
-    from lib.grid import ALL_MODELS, TRAINING_NOTEBOOKS, make_executor, plan_grid, run_grid
-
     started = time.perf_counter()
     name = resolve_profile_name(profile)
     runs = Path(runs_dir) if runs_dir else REPO_ROOT / "runs" / name
@@ -210,6 +217,54 @@ def run_workbook(
     if seed is not None:
         params["seed"] = int(seed)
     title = f"Sealant ADL workbook - profile {name}"
+
+    from lib.fileio import data_root_lock
+
+    with data_root_lock(data, f"workbook run, profile {name}"):
+        return _run_workbook_locked(
+            name,
+            data,
+            runs,
+            only,
+            params,
+            title,
+            notebook_dir,
+            executor,
+            models,
+            progress,
+            viewpoints,
+            variants,
+            started,
+            executor_kwargs,
+        )
+
+
+def _run_workbook_locked(
+    name,
+    data,
+    runs,
+    only,
+    params,
+    title,
+    notebook_dir,
+    executor,
+    models,
+    progress,
+    viewpoints,
+    variants,
+    started,
+    executor_kwargs,
+) -> list[dict]:
+    from lib.config import load_profile
+    from lib.grid import (
+        ALL_MODELS,
+        TRAINING_NOTEBOOKS,
+        expected_identities,
+        make_executor,
+        plan_grid,
+        run_grid,
+    )
+
     results = []
 
     def run_list(books):
@@ -239,7 +294,11 @@ def run_workbook(
         prepare_shared(prof, data, {c.model for c in cells})
         ex = make_executor(executor, **executor_kwargs)
         executor = ex.name + (f" ({ex.workers} workers)" if hasattr(ex, "workers") else "")
-        grid = run_grid(cells, name, data, runs, notebook_dir, ex, progress)
+        from lib.dataset.manifest import read_manifest
+
+        manifest = read_manifest(data / "data_manifest.csv")
+        identities = expected_identities(cells, prof, data, manifest)
+        grid = run_grid(cells, name, data, runs, notebook_dir, ex, progress, identities=identities)
         print(
             f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s"
         )

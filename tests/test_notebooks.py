@@ -31,6 +31,13 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
     assert all(n in index for n in names) and "Headline results" in index
     assert (runs / "results.md").read_text().count("†") == len(ALL_MODELS) + 1  # + the header's
     assert (tmp_path / "data" / "data_manifest.csv").is_file()
+    # a second run re-runs the stages but no grid cell: every cell's DONE matches its identity
+    # (manifest rows, ROI masks, resolved config incl. EfficientAD's stored teacher, version)
+    again = run_workbook(
+        "smoke", tmp_path / "data", runs, viewpoints=["front"], variants=["masked"], progress=False
+    )
+    assert [r["error"] for r in again] == [None] * len(again), again
+    assert [r["cell"] for r in again if "cell" in r] == []
 
 
 def test_notebooks_are_committed_without_outputs():

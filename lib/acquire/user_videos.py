@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -30,21 +31,56 @@ def probe_video(path: Path | str) -> dict:
         cap.release()
 
 
+def underbody_ids(videos: list[str | Path], videos_root: str | Path | None = None) -> list[str]:
+    """One unique id per video: its path relative to ``videos_root`` without the suffix, ``/`` -> ``__``.
+
+    ``videos_root`` defaults to the videos' common folder, so ``a/pass.mp4`` and ``b/pass.mp4``
+    become ``a__pass`` and ``b__pass``, not one underbody twice. Two videos with one id are an error.
+    """
+    paths = [Path(v).resolve() for v in videos]
+    base = (
+        Path(videos_root).resolve()
+        if videos_root is not None
+        else Path(os.path.commonpath([p.parent for p in paths]))
+    )
+    ids, seen = [], {}
+    for v, p in zip(videos, paths, strict=True):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            raise ValueError(f"video {v} is not inside videos_root {base}") from None
+        uid = rel.with_suffix("").as_posix().replace("/", "__")
+        if uid in seen:
+            raise ValueError(f"videos {seen[uid]} and {v} both give underbody id {uid!r}; rename one")
+        seen[uid] = v
+        ids.append(uid)
+    return ids
+
+
 def register_user_videos(
     videos: list[str | Path],
     templates: dict[str, str | Path],
     data_root: str | Path,
     roi_masks: dict[str, str | Path] | None = None,
+    videos_root: str | Path | None = None,
 ) -> pd.DataFrame:
     """Write ``passes.csv`` and ``templates/`` for user videos (one underbody pass per video).
 
-    ``templates`` maps viewpoint (front/center/back) to an image; ``roi_masks`` optionally maps
-    viewpoint to a binary sealant-trajectory mask of the template's size (else the whole
-    template is the ROI, and the masking study is meaningless: a warning says so).
+    ``videos`` is a list of video paths (a single string or folder is refused, never iterated
+    character by character). ``templates`` maps viewpoint (front/center/back) to an image;
+    ``roi_masks`` optionally maps viewpoint to a binary sealant-trajectory mask of the template's
+    size (else the whole template is the ROI, and the masking study is meaningless: a warning says
+    so). Underbody ids come from ``underbody_ids(videos, videos_root)``.
     """
-    root = ensure_writable_dir(data_root, "data root")
+    if isinstance(videos, str | Path) or not isinstance(videos, list | tuple):
+        raise TypeError(
+            f"videos must be a list of video paths, got {type(videos).__name__} {videos!r}; "
+            "for a folder, pass sorted(Path(folder).glob('*.mp4'))"
+        )
     if not videos:
-        raise ValueError("videos: give at least one video path")
+        raise ValueError("videos is an empty list: give at least one video path (None simulates the line)")
+    ids = underbody_ids(videos, videos_root)
+    root = ensure_writable_dir(data_root, "data root")
     unknown = set(templates) - set(VIEWPOINTS)
     if unknown or not templates:
         raise ValueError(f"templates: keys must be among {VIEWPOINTS}, got {sorted(templates)}")
@@ -89,7 +125,7 @@ def register_user_videos(
         rows.append(
             {
                 "pass_id": k,
-                "underbody_id": Path(v).stem,
+                "underbody_id": ids[k],
                 "video_path": str(Path(v).resolve()),
                 "n_frames": info["n_frames"],
                 "defective": 0,

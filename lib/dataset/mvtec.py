@@ -85,7 +85,8 @@ def import_mvtec(folder, viewpoint: str = "mvtec", seed: int = 0, write: bool = 
     df = pd.DataFrame(rows)
     if df.empty or not (df.split == "train").any():
         raise ValueError(f"no training images found under {train_dir}")
-    mf.validate(df, root / "data_manifest.csv")
+    mf.validate(df, root / "data_manifest.csv", viewpoints=[viewpoint])
     if write:
-        mf.write_manifest(root / "data_manifest.csv", df)
+        mf.declare_viewpoints(root / "data_manifest.csv", [viewpoint])
+        mf.write_manifest(root / "data_manifest.csv", df, viewpoints=[viewpoint])
     return df

@@ -65,6 +65,11 @@ def is_done(store_root, cell: Cell) -> bool:
     return (cell_dir(store_root, cell) / "DONE").is_file()
 
 
+def mark_not_done(store_root, cell: Cell) -> None:
+    """Remove DONE before anything of the cell is rewritten: an interruption then leaves it not done."""
+    (cell_dir(store_root, cell) / "DONE").unlink(missing_ok=True)
+
+
 def content_hash(obj) -> str:
     """SHA-256 of a JSON-able object or a DataFrame, independent of key order (for meta.json)."""
     if isinstance(obj, pd.DataFrame):
@@ -74,8 +79,13 @@ def content_hash(obj) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_results(store_root, cell: Cell, table: pd.DataFrame, maps: np.ndarray, meta: dict) -> Path:
-    """Write one cell's outputs losslessly; DONE last, so a crash leaves the cell visibly unfinished."""
+def write_results(
+    store_root, cell: Cell, table: pd.DataFrame, maps: np.ndarray, meta: dict, identity: dict | None = None
+) -> Path:
+    """Write one cell's outputs losslessly; DONE last, so a crash leaves the cell visibly unfinished.
+
+    ``identity`` (see ``lib.identity``) goes into DONE: the grid re-runs the cell when it changes.
+    """
     missing = set(SCORE_COLUMNS) - set(table.columns)
     if missing:
         raise ValueError(f"results table of {cell.key} misses columns {sorted(missing)}")
@@ -97,7 +107,8 @@ def write_results(store_root, cell: Cell, table: pd.DataFrame, maps: np.ndarray,
     files = {
         name: {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size} for name in RESULT_FILES
     }
-    write_json(d / "DONE", {"store_format": STORE_FORMAT, "n_images": len(table), "files": files})
+    done = {"store_format": STORE_FORMAT, "n_images": len(table), "files": files, "identity": identity}
+    write_json(d / "DONE", done)
     return d
 
 

@@ -88,18 +88,36 @@ def load_matchers(data_root: Path | str, viewpoints, coarse: int = 4) -> dict[st
     }
 
 
+class VideoDecodeError(OSError):
+    """A video decoded fewer (or more) frames than ``passes.csv`` says it has."""
+
+
 def scan_video(
-    video: Path | str, matchers: dict[str, TemplateMatcher], keep_frames=None
+    video: Path | str, matchers: dict[str, TemplateMatcher], keep_frames=None, expected_frames=None
 ) -> tuple[pd.DataFrame, dict]:
     """Match every template on every frame (streamed). Returns the score table and the frames
-    whose indices are in ``keep_frames`` (a callable index -> bool), for cropping later."""
+    whose indices are in ``keep_frames`` (a callable index -> bool), for cropping later.
+
+    With ``expected_frames`` (from ``passes.csv``), a video that stops decoding early (corrupt or
+    truncated) raises ``VideoDecodeError`` naming the file and the frame where decoding stopped,
+    instead of passing a partial scan on to the template threshold.
+    """
     rows, kept = [], {}
+    decoded = 0
     for k, frame in read_video_frames(video):
+        decoded = k + 1
         for view, m in matchers.items():
             r = m.match(frame)
             rows.append((k, view, r.score, r.x, r.y))
         if keep_frames is not None and keep_frames(k):
             kept[k] = frame
+    if expected_frames is not None and decoded != int(expected_frames):
+        raise VideoDecodeError(
+            f"video {video}: decoding stopped at frame {decoded} of {int(expected_frames)} "
+            f"(passes.csv says {int(expected_frames)} frames); the file is corrupt or truncated"
+            if decoded < int(expected_frames)
+            else f"video {video}: decoded {decoded} frames, passes.csv says {int(expected_frames)}"
+        )
     return pd.DataFrame(rows, columns=["frame_index", "viewpoint", "score", "x", "y"]), kept
 
 
@@ -160,7 +178,8 @@ def extract_crops(
         video = video if video.is_absolute() else root / video
         wanted = frames_for(row)
         t0 = time.perf_counter()
-        scores, _ = scan_video(video, {v: matchers[v] for v in wanted})
+        expected = row.get("n_frames") if hasattr(row, "get") else None
+        scores, _ = scan_video(video, {v: matchers[v] for v in wanted}, expected_frames=expected)
         t_match += time.perf_counter() - t0
         n_frames += int(scores.frame_index.nunique())
         scores.insert(0, "pass_id", int(row.pass_id))

@@ -42,6 +42,46 @@ def numpy_to_tensors(arrays: dict, prefix: str = "") -> dict:
     }
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit its model; the message names the file and the key."""
+
+
+def _type_error(value, default) -> str | None:
+    """Why a JSON value cannot stand for a config field whose default is ``default`` (None: it can)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, tuple | list):
+        ok = isinstance(value, list | tuple)
+    else:
+        ok = True
+    return None if ok else f"expected {type(default).__name__}, got {type(value).__name__} {value!r}"
+
+
+def config_from_json(config_class, values, source) -> object:
+    """The config dataclass from a saved dict: every key known, none missing, each of the right type."""
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{source}: 'config' must be an object, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{source}: unknown config key {unknown[0]!r} for {config_class.__name__}")
+    missing = sorted(set(fields) - set(values))
+    if missing:
+        raise CheckpointError(f"{source}: config key {missing[0]!r} is missing")
+    for name, f in fields.items():
+        default = f.default if f.default is not dataclasses.MISSING else None
+        why = _type_error(values[name], default)
+        if why:
+            raise CheckpointError(f"{source}: config key {name!r}: {why}")
+    return config_class(**_tuples(values))
+
+
 class AnomalyModel(abc.ABC):
     name: str = "base"
     config_class: type = object
@@ -73,6 +113,26 @@ class AnomalyModel(abc.ABC):
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
 
+    def state_spec(self) -> dict[str, tuple | None] | None:
+        """The saved arrays' names and shapes this config implies (None in a shape: any size;
+        None for a whole shape: any shape).
+
+        Default: the shapes of a freshly built model's state; models whose state only exists
+        after ``fit`` override it. None: nothing to check against.
+        """
+        try:
+            state = self.state_dict()
+        except Exception:  # noqa: BLE001 - an unfitted model may have no state yet
+            return None
+        spec = {}
+        for k, v in state.items():
+            shape = np.shape(v)
+            if k.startswith("memory"):  # memories grow with the training set: first dim free
+                spec[k] = None if int(np.prod(shape)) == 0 else (None, *shape[1:])
+            else:
+                spec[k] = tuple(shape)
+        return spec
+
     def save(self, directory: Path | str) -> Path:
         from safetensors.numpy import save_file
 
@@ -85,6 +145,8 @@ class AnomalyModel(abc.ABC):
 
     @classmethod
     def load(cls, directory: Path | str) -> AnomalyModel:
+        """Load a checkpoint, checking its config keys and types and its weights' names and shapes."""
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         d = Path(directory)
@@ -92,13 +154,51 @@ class AnomalyModel(abc.ABC):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise FileNotFoundError(f"checkpoint file missing: {p}")
-        meta = json.loads(cfg_path.read_text())
+        try:
+            meta = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{cfg_path}: not valid JSON: {exc}") from None
+        if not isinstance(meta, dict) or "config" not in meta:
+            raise CheckpointError(f"{cfg_path}: expected {{'model': ..., 'config': {{...}}}}")
         model_cls = REGISTRY.get(meta.get("model"))
         if model_cls is None:
-            raise ValueError(f"{cfg_path}: unknown model {meta.get('model')!r}; known: {sorted(REGISTRY)}")
-        cfg = model_cls.config_class(**_tuples(meta["config"]))
+            raise CheckpointError(
+                f"{cfg_path}: unknown model {meta.get('model')!r}; known: {sorted(REGISTRY)}"
+            )
+        cfg = config_from_json(model_cls.config_class, meta["config"], cfg_path)
+        try:
+            state = load_file(str(w_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{w_path}: unreadable safetensors file: {exc}") from None
         model = model_cls(cfg)
-        model.load_state_dict(load_file(str(w_path)))
+        spec = model.state_spec()
+        if spec is not None:
+            missing, extra = sorted(set(spec) - set(state)), sorted(set(state) - set(spec))
+            if missing:
+                raise CheckpointError(f"{w_path}: tensor {missing[0]!r} is missing ({len(missing)} in all)")
+            if extra:
+                raise CheckpointError(
+                    f"{w_path}: unexpected tensor {extra[0]!r} for {model_cls.name} ({cfg_path})"
+                )
+            for key, want in spec.items():
+                got = tuple(state[key].shape)
+                if want is None:  # any shape
+                    continue
+                if want == ():  # save() stores scalars as 1-element arrays (ascontiguousarray)
+                    want = (1,) if got == (1,) else want
+                if len(got) != len(want) or any(
+                    w is not None and w != g for w, g in zip(want, got, strict=True)
+                ):
+                    shown = tuple("*" if w is None else w for w in want)
+                    raise CheckpointError(
+                        f"{w_path}: tensor {key!r} has shape {got}, the config in {cfg_path} implies {shown}"
+                    )
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{w_path}: does not fit {model_cls.name} built from {cfg_path}: {exc}"
+            ) from None
         return model
 
 

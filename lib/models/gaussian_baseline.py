@@ -54,5 +54,9 @@ class GaussianBaseline(AnomalyModel):
     def state_dict(self):
         return {"mean": self.mean, "std": self.std}
 
+    def state_spec(self):
+        w, h = self.input_size
+        return {"mean": (h, w, 3), "std": (h, w, 3)}
+
     def load_state_dict(self, state):
         self.mean, self.std = state["mean"].astype(np.float32), state["std"].astype(np.float32)

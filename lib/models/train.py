@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lib.config import seed_everything
-from lib.evaluate.store import Cell, cell_dir, content_hash, write_results
+from lib.evaluate.store import Cell, cell_dir, content_hash, mark_not_done, write_results
 from lib.models.base import AnomalyModel
 from lib.models.data import load_images, select
 
@@ -44,7 +44,15 @@ def timed_predict(model: AnomalyModel, images: np.ndarray, warmup: int = 2, prog
 def run_cell(
     model: AnomalyModel, data_root, manifest: pd.DataFrame, cell: Cell, store_root, progress=True
 ) -> dict:
-    """Fit on train normals (validation normals available for calibration), predict val + test, store."""
+    """Fit on train normals (validation normals available for calibration), predict val + test, store.
+
+    The cell's DONE goes first, so an interruption anywhere (fit, checkpoint, results) leaves the
+    cell not done; DONE is written last and records the cell's identity (``lib.identity``).
+    """
+    from lib.identity import cell_identity
+
+    mark_not_done(store_root, cell)
+    identity = cell_identity(cell, model.config, data_root, manifest)
     seed_everything(cell.seed)
     size = model.input_size
     train_rows = select(manifest, cell.viewpoint, "train", "normal")
@@ -79,7 +87,7 @@ def run_cell(
         "history": _jsonable(history),
         "backbone": getattr(model, "backbone_description", "none"),
     }
-    write_results(store_root, cell, table, maps, meta)
+    write_results(store_root, cell, table, maps, meta, identity=identity)
     return {"cell": cell.key, "fit_s": fit_s, "median_ms": float(np.median(times)), "n_eval": len(table)}
 
 
