@@ -229,3 +229,28 @@ def test_mvtec_missing_mask(tmp_path):
     _write_mvtec(tmp_path, with_missing_mask=True)
     with pytest.raises(FileNotFoundError, match="no ground-truth mask for .*003.png"):
         import_mvtec(tmp_path)
+
+
+def test_photo_texture_folder_is_an_importable_mvtec_folder(tmp_path):
+    import hashlib
+
+    from lib.dataset.mvtec import import_mvtec
+    from lib.dataset.photo_textures import add_defect, make_photo_texture_folder, source_photo
+
+    (cat,) = make_photo_texture_folder(tmp_path / "a", ("cell",), size=64, n_train=4, n_good=2, n_defect=3)
+    man = import_mvtec(cat, viewpoint="cell")
+    assert (man.split == "train").sum() == 4 and (man.label == "anomalous").sum() == 3
+    assert set(man.defect_type[man.label == "anomalous"]) == {"patch", "scratch", "smudge"}
+    assert (man.area_ratio[man.label == "anomalous"] > 0).all()
+    (again,) = make_photo_texture_folder(tmp_path / "b", ("cell",), size=64, n_train=4, n_good=2, n_defect=3)
+
+    def digest(folder):
+        return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.png"))
+
+    assert digest(cat) == digest(again)  # same seed, same bytes
+    base = source_photo("cell")[:64, :64]
+    rng = np.random.default_rng(0)
+    for kind in ("patch", "scratch", "smudge"):
+        out, mask = add_defect(base, kind, rng, source_photo("clock"))
+        far = cv2.dilate(mask, np.ones((15, 15), np.uint8)) == 0
+        assert mask.any() and np.array_equal(out[far], base[far]), kind  # nothing changes away from the mask

@@ -65,7 +65,7 @@ def test_greedy_coreset_covers_clusters():
 
 
 @pytest.mark.parametrize("name", ["patchcore", "simplenet"])
-def test_model_behaviour_save_load_determinism(name, tmp_path):
+def test_model_shapes_save_load_determinism(name, tmp_path):
     prof = load_profile("smoke")
     # SimpleNet's layer-2 grid needs a larger image than PatchCore to place a 6-pixel defect
     f = 2 if name == "simplenet" else 1
@@ -86,10 +86,7 @@ def test_model_behaviour_save_load_determinism(name, tmp_path):
     s_norm, m_norm = model.predict(normal)
     s_bad, m_bad = model.predict(bad)
     assert m_norm.shape == (4, 48 * f, 64 * f) and s_norm.shape == (4,)
-    assert s_bad[0] > s_norm.max(), (s_bad, s_norm)
-    y, x = np.unravel_index(np.argmax(m_bad[0]), m_bad[0].shape)
-    # the map's maximum is at the defect (square 20:26, 30:36 before growing), within a patch
-    assert 16 * f <= y < 30 * f and 26 * f <= x < 40 * f
+    # detection itself is tested where an untrained model fails: tests/test_models_learn.py
     model.save(tmp_path / name)
     again = AnomalyModel.load(tmp_path / name)
     s2, m2 = again.predict(bad)
@@ -158,9 +155,7 @@ def test_trainable_models_learn_and_reload(name, tmp_path):
     if name != "memseg":
         t = history["teacher_curve"]
         assert np.mean(t[-len(t) // 4 :]) < np.mean(t[: len(t) // 4])
-    s_norm, _ = model.predict(toy_images(4, 1))
-    s_bad, m_bad = model.predict(toy_images(1, 2, defect=True))
-    assert s_bad[0] > s_norm.max(), (s_bad, s_norm)
+    s_bad, m_bad = model.predict(toy_images(1, 2, defect=True))  # detection: tests/test_models_learn.py
     model.save(tmp_path / name)
     again = AnomalyModel.load(tmp_path / name)
     s2, m2 = again.predict(toy_images(1, 2, defect=True))

@@ -117,12 +117,15 @@ def evaluate_outputs(cell: Cell, out: dict) -> pd.DataFrame:
     calib_img = M.best_f1_threshold(y[val], s[val]) if y[val].any() else float("inf")
     calib_px = _pixel_scores(cell, out, np.nonzero(val)[0], components=False).best_iou_threshold()
     rows = []
+    random_backbone = "NOT COMPARABLE" in str(out.get("meta", {}).get("backbone", ""))
     base = {
         "model": cell.model,
         "viewpoint": cell.viewpoint,
         "masked": cell.masked,
         "seed": cell.seed,
-        "label": cell.label,
+        # a model trained on a randomly initialised backbone is marked in every table and the index
+        "label": cell.label + (" [random backbone]" if random_backbone else ""),
+        "random_backbone": random_backbone,
     }
     for name in SUBSETS:
         sel = _subset(t, name)

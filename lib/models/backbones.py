@@ -147,6 +147,23 @@ def resolve_weights(name: str, weights: str | Path | None = None) -> tuple[dict 
     return None, WeightsInfo(name, "random", "", False)
 
 
+class RandomBackboneError(RuntimeError):
+    """A profile that needs comparable numbers (``paper``) was about to use a random backbone."""
+
+
+def require_pretrained(info: WeightsInfo, allow_random: bool, model: str) -> None:
+    """Stop unless the backbone has pretrained weights or the user allowed a random one."""
+    if info.comparable or allow_random:
+        return
+    raise RandomBackboneError(
+        f"{model}: backbone {info.backbone!r} has no pretrained weights here (no file given, none in the "
+        "torch/timm cache or a package), and this profile refuses to train on a randomly initialised "
+        f"backbone: its numbers would not be comparable to anything. Pass weights=<local file> (e.g. "
+        f"torchvision's {info.backbone} state dict), or set allow_random_backbone=True to run anyway "
+        "(every table then marks the model 'random backbone')."
+    )
+
+
 class FeatureExtractor(torch.nn.Module):
     """Frozen multi-layer features (timm ``features_only``), with the backbone's input normalisation."""
 

@@ -30,8 +30,19 @@ def load_images(
             if r.roi_path not in rois:
                 rois[r.roi_path] = read_image(root / r.roi_path, cv2.IMREAD_GRAYSCALE)
             img = apply_roi(img, rois[r.roi_path])
-        out[i] = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        out[i] = resize_image(img, size)
     return out
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to ``size`` (width, height) with the interpolation that suits the direction.
+
+    Area averaging when shrinking in both directions (no aliasing); bilinear as soon as either
+    direction enlarges, where OpenCV's INTER_AREA degenerates to nearest-neighbour-like blocks.
+    """
+    h, w = img.shape[:2]
+    shrinking = size[0] <= w and size[1] <= h
+    return cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def select(manifest: pd.DataFrame, viewpoint: str, split: str, label: str | None = None) -> pd.DataFrame:

@@ -11,13 +11,16 @@ def aggregate_patches(
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Eq. 1: average each layer over p x p neighbourhoods, bring all to the first layer's grid.
 
-    Returns one (N*h*w, C_l) tensor per layer (channel counts differ) and the grid size (h, w).
+    As the reference PatchCore (zero-padded unfold, then a mean over the p*p window) and anomalib:
+    the zero padding counts in the mean at the border (``count_include_pad=True``), so border
+    patches are damped exactly as there. Returns one (N*h*w, C_l) tensor per layer (channel
+    counts differ) and the grid size (h, w).
     """
     pad = patch_size // 2
     h, w = features[0].shape[-2:]
     out = []
     for f in features:
-        f = F.avg_pool2d(f, patch_size, stride=1, padding=pad, count_include_pad=False)
+        f = F.avg_pool2d(f, patch_size, stride=1, padding=pad, count_include_pad=True)
         if f.shape[-2:] != (h, w):
             f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
         out.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))

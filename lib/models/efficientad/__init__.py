@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from lib.config import select_device
 from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
+from lib.models.data import resize_image
 from lib.models.efficientad.torch_model import EfficientADModel
 
 
@@ -43,6 +44,7 @@ class EfficientADConfig:
     teacher_backbone: str = "auto"
     teacher_iterations: int = 10000
     teacher_lr: float = 1e-4
+    allow_random_backbone: bool = True  # False (the paper profile): no teacher from a random backbone
     device: str = "auto"
     seed: int = 0
 
@@ -67,18 +69,24 @@ def random_crop(img: np.ndarray, size, rng) -> np.ndarray:
     s = rng.uniform(0.3, 1.0)
     ch, cw = max(8, int(img.shape[0] * s)), max(8, int(img.shape[1] * s))
     y, x = int(rng.integers(0, img.shape[0] - ch + 1)), int(rng.integers(0, img.shape[1] - cw + 1))
-    out = cv2.resize(img[y : y + ch, x : x + cw], (w, h))
+    out = resize_image(img[y : y + ch, x : x + cw], (w, h))
     return out[:, ::-1].copy() if rng.random() < 0.5 else out
 
 
 def colour_jitter(img: np.ndarray, rng) -> np.ndarray:
-    """The autoencoder's augmentation: brightness, contrast, saturation (EfficientAD)."""
+    """The original's autoencoder augmentation: ONE of brightness, contrast or saturation (chosen at
+    random), factor uniform in [0.8, 1.2], with torchvision's definitions (contrast blends with the
+    mean grey level, saturation with the grey image)."""
     x = img.astype(np.float32)
-    x = x * rng.uniform(0.8, 1.2)
-    m = x.mean()
-    x = (x - m) * rng.uniform(0.8, 1.2) + m
-    g = x.mean(axis=2, keepdims=True)
-    x = (x - g) * rng.uniform(0.8, 1.2) + g
+    f = rng.uniform(0.8, 1.2)
+    kind = int(rng.integers(3))
+    grey = (0.114 * x[..., 0] + 0.587 * x[..., 1] + 0.299 * x[..., 2])[..., None]  # BGR
+    if kind == 0:
+        x = x * f
+    elif kind == 1:
+        x = (x - grey.mean()) * f + grey.mean()
+    else:
+        x = (x - grey) * f + grey
     return np.clip(x, 0, 255).astype(np.uint8)
 
 

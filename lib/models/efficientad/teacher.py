@@ -24,55 +24,85 @@ from lib.fileio import write_text
 
 
 def distil_teacher(teacher, to_input, images, config, rng, device, progress=False) -> tuple[list, str]:
-    """Train ``teacher`` (a PDN) to regress standardised backbone features; returns (loss curve, source)."""
-    from lib.models.backbones import FeatureExtractor, default_backbone
+    """Train ``teacher`` (a PDN) to regress standardised backbone features; returns (loss curve, source).
+
+    The original's geometry: a *padded* copy of the PDN (same weights, zero padding in its convs) sees
+    the image at the model's input size, the backbone sees the same crop at twice that size, so the
+    backbone's stride-8 layer2 grid (layer3 upsampled onto it, 3x3-aggregated) has exactly the padded
+    PDN's output size (input / 4) and each target sits over the patch it describes. The trained
+    weights are then copied into ``teacher`` (unpadded, as used for training and inference).
+    """
+    from lib.models.backbones import FeatureExtractor, default_backbone, require_pretrained
+    from lib.models.data import resize_image
     from lib.models.efficientad import colour_jitter, offline_photos, random_crop
+    from lib.models.efficientad.torch_model import pdn
     from lib.models.features import aggregate_patches
 
     if len(images) == 0:
         raise ValueError("no training images to distil the teacher on")
     name = default_backbone() if config.teacher_backbone == "auto" else config.teacher_backbone
     fe = FeatureExtractor(name, ("layer2", "layer3")).to(device)
+    require_pretrained(fe.info, getattr(config, "allow_random_backbone", True), "EfficientAD teacher")
     photos = offline_photos()
-    size = tuple(config.input_size)
-    with torch.no_grad():
-        f, _ = aggregate_patches(fe(torch.from_numpy(images[:1]).to(device)), 3)
-    head = torch.nn.Conv2d(config.out_channels, sum(x.shape[1] for x in f), 1).to(device)
-    params = list(teacher.parameters()) + list(head.parameters())
+    w, h = tuple(config.input_size)
+    big = (2 * w, 2 * h)  # Table 3: teacher input 512 for the 256-pixel model input
+    padded = pdn(config.model_size, config.out_channels, padding=True).to(device)
+    padded.load_state_dict(teacher.state_dict())
+    head = torch.nn.Conv2d(config.out_channels, sum(fe.channels), 1).to(device)
+    params = list(padded.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=config.teacher_lr, weight_decay=1e-5)
-    stats, curve = None, []
-    teacher.train()
-    for _ in tqdm(range(config.teacher_iterations), desc="teacher distillation", disable=not progress):
-        batch = []
+
+    def batch():
+        large, small = [], []
         for _ in range(8):
             src = (
                 images[int(rng.integers(len(images)))]
                 if rng.random() < 0.5
                 else photos[int(rng.integers(len(photos)))]
             )
-            batch.append(colour_jitter(random_crop(src, size, rng), rng))
-        raw = torch.from_numpy(np.stack(batch)).to(device)
+            crop = colour_jitter(random_crop(src, big, rng), rng)
+            large.append(crop)
+            small.append(resize_image(crop, (w, h)))
         with torch.no_grad():
-            per_layer, (h, w) = aggregate_patches(fe(raw), 3)
-            target = torch.cat(per_layer, 1).view(len(batch), h, w, -1).permute(0, 3, 1, 2)
-            if stats is None:  # standardise the targets with the first batch's channel statistics
-                stats = (target.mean((0, 2, 3), keepdim=True), target.std((0, 2, 3), keepdim=True) + 1e-6)
-            target = (target - stats[0]) / stats[1]
-        pred = head(teacher(to_input(raw)))
-        target = F.interpolate(target, size=pred.shape[-2:], mode="bilinear", align_corners=False)
+            per_layer, (gh, gw) = aggregate_patches(fe(torch.from_numpy(np.stack(large)).to(device)), 3)
+            target = torch.cat(per_layer, 1).view(len(large), gh, gw, -1).permute(0, 3, 1, 2)
+        return small, target
+
+    # standardise the targets per channel with statistics of 4 batches drawn before training (the
+    # original uses the training set's channel mean and std; one batch alone gives wild outliers)
+    with torch.no_grad():
+        pool = torch.cat([batch()[1] for _ in range(4)])
+        stats = (pool.mean((0, 2, 3), keepdim=True), pool.std((0, 2, 3), keepdim=True) + 1e-6)
+        del pool
+    curve = []
+    padded.train()
+    for _ in tqdm(range(config.teacher_iterations), desc="teacher distillation", disable=not progress):
+        small, target = batch()
+        target = (target - stats[0]) / stats[1]
+        pred = head(padded(to_input(torch.from_numpy(np.stack(small)).to(device))))
+        if pred.shape[-2:] != target.shape[-2:]:  # an input size not divisible by 8: nearest grid match
+            target = F.interpolate(target, size=pred.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.mse_loss(pred, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
         curve.append(float(loss.detach()))
+    teacher.load_state_dict(padded.state_dict())
     teacher.eval()
-    return curve, f"distilled offline from {fe.info} ({config.teacher_iterations} iterations)"
+    source = (
+        f"distilled offline from {fe.info} at {big[0]}x{big[1]} into a padded PDN at {w}x{h} "
+        f"({config.teacher_iterations} iterations)"
+    )
+    return curve, source
 
 
 def teacher_path(data_root, config, seed: int = 0) -> Path:
     """Where the profile's teacher for this PDN size, input size and schedule is stored."""
     w, h = config.input_size
-    name = f"pdn_{config.model_size}_{w}x{h}_c{config.out_channels}_it{config.teacher_iterations}_seed{seed}"
+    name = (
+        f"pdn_{config.model_size}_{w}x{h}_c{config.out_channels}_it{config.teacher_iterations}_seed{seed}"
+        "_pad2x"  # distilled padded, target at twice the input size (older teachers are not reused)
+    )
     return Path(data_root) / "teachers" / f"{name}.safetensors"
 
 

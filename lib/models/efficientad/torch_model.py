@@ -29,8 +29,38 @@ def pdn(size: str, out_channels: int = 384, padding: bool = False) -> nn.Sequent
     raise ValueError(f"unknown PDN size {size!r}; use 'small' or 'medium'")
 
 
+#: the unpadded PDN (small and medium alike) maps output cell t to the input pixel centred at
+#: 4 t + 16: stride 4 (two 2x pools), offset 16 (half its 33-pixel receptive field, less one)
+PDN_STRIDE, PDN_OFFSET = 4, 16
+
+
+def pdn_map_to_image(maps: torch.Tensor, size) -> torch.Tensor:
+    """Resample (N, C, h, w) maps on the unpadded PDN's grid onto the input's (H, W) pixels, exactly.
+
+    The original pads the 56x56 map of a 256-pixel input by 4 zero cells and upsamples x4; that
+    puts cell t at pixel 4t + 17.5 (half-pixel convention), 1.5 px off, which grows to ~5 px at the
+    paper's 848x480 ground truth. Here each output pixel X samples the map at t = (X - 16) / 4,
+    bilinear, zeros beyond the grid (the original's zero padding), so cell t lands on 4t + 16 for
+    any input size.
+    """
+    n, c, h, w = maps.shape
+    big_h, big_w = int(size[0]), int(size[1])
+    dev, dt = maps.device, maps.dtype
+    ty = (torch.arange(big_h, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE
+    tx = (torch.arange(big_w, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE
+    gy = ty * 2 / max(h - 1, 1) - 1 if h > 1 else torch.where(ty.abs() <= 1, 0.0, 2.0).to(dt)
+    gx = tx * 2 / max(w - 1, 1) - 1 if w > 1 else torch.where(tx.abs() <= 1, 0.0, 2.0).to(dt)
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # (H, W, (x, y))
+    return F.grid_sample(
+        maps, grid.expand(n, big_h, big_w, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+
+
 class AutoEncoder(nn.Module):
-    """EfficientAD's autoencoder: strided convs to a 1x1 code, upsampling convs back to 384 channels."""
+    """EfficientAD's autoencoder, as the original: six strided convs to a 1x1 code; the decoder
+    upsamples to 3, 8, 15, 32, 63, 127 (for a 256 input; scaled with the input otherwise), each
+    followed by a 4x4 conv (padding 2), ReLU and dropout 0.2, then to the PDN's output size, a 3x3
+    conv + ReLU and a 3x3 conv to 384 channels."""
 
     def __init__(self, out_channels: int = 384, base: int = 32, latent: int = 64, input_size=(256, 256)):
         super().__init__()
@@ -44,26 +74,26 @@ class AutoEncoder(nn.Module):
             nn.Conv2d(2 * base, 2 * base, 4, 2, 1), nn.ReLU(inplace=True),
             nn.Conv2d(2 * base, latent, (kh, kw)),
         )  # fmt: skip
+        self.input_size = tuple(input_size)  # (width, height)
         self.dec = nn.ModuleList(
-            [nn.Conv2d(latent if i == 0 else 2 * base, 2 * base, 4, 1, 2) for i in range(7)]
+            [nn.Conv2d(latent if i == 0 else 2 * base, 2 * base, 4, 1, 2) for i in range(6)]
         )
+        self.dec_last = nn.Conv2d(2 * base, 2 * base, 3, 1, 1)
         self.out = nn.Conv2d(2 * base, out_channels, 3, 1, 1)
+
+    @staticmethod
+    def stage_sizes(length: int) -> list[int]:
+        """The decoder's upsampling sizes along one axis: 3, 8, 15, 32, 63, 127 for 256 pixels."""
+        return [max(1, length // d + o) for d, o in ((64, -1), (32, 0), (16, -1), (8, 0), (4, -1), (2, -1))]
 
     def forward(self, x, out_size):
         h, w = x.shape[-2:]
         z = self.encoder(x)
-        steps = [
-            (max(1, int(out_size[0] * f)), max(1, int(out_size[1] * f)))
-            for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2)
-        ]
-        steps += [(out_size[0] - 3, out_size[1] - 3), (out_size[0] - 1, out_size[1] - 1), out_size]
-        for conv, size in zip(self.dec, steps, strict=True):
-            z = F.interpolate(z, size=size, mode="bilinear", align_corners=False)
-            z = F.relu(conv(z))
-            if conv is not self.dec[-1]:
-                z = F.dropout(z, 0.2, self.training)
-        z = F.interpolate(z, size=out_size, mode="bilinear", align_corners=False)
-        return self.out(z)
+        for conv, sh, sw in zip(self.dec, self.stage_sizes(h), self.stage_sizes(w), strict=True):
+            z = F.interpolate(z, size=(sh, sw), mode="bilinear", align_corners=False)
+            z = F.dropout(F.relu(conv(z)), 0.2, self.training)
+        z = F.interpolate(z, size=tuple(out_size), mode="bilinear", align_corners=False)
+        return self.out(F.relu(self.dec_last(z)))
 
 
 class EfficientADModel(nn.Module):
@@ -104,4 +134,4 @@ class EfficientADModel(nn.Module):
         st = 0.1 * (st - self.q_st_a) / (self.q_st_b - self.q_st_a + 1e-12)
         ae = 0.1 * (ae - self.q_ae_a) / (self.q_ae_b - self.q_ae_a + 1e-12)
         fused = 0.5 * st + 0.5 * ae
-        return F.interpolate(fused, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return pdn_map_to_image(fused, x.shape[-2:])[:, 0]

@@ -53,23 +53,25 @@ class MSFF(nn.Module):
 
 
 class Decoder(nn.Module):
-    """U-Net style: up from the deepest fused level with skips, to 2-class logits at input size."""
+    """U-Net style, as the reference: up from the deepest fused level with skips from the fused
+    levels and from the encoder's stem (1/2 resolution), to 2-class logits at input size."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, stem_channels: int = 64):
         super().__init__()
         c1, c2, c3 = channels
         self.up3 = conv_bn(c3 + c2, c2)
         self.up2 = conv_bn(c2 + c1, c1)
-        self.up1 = conv_bn(c1, 48)
+        self.up1 = conv_bn(c1 + stem_channels, 48)
         self.up0 = conv_bn(48, 24)
         self.head = nn.Conv2d(24, 2, 3, padding=1)
 
-    def forward(self, f1, f2, f3, size):
+    def forward(self, f1, f2, f3, stem, size):
         x = F.interpolate(f3, size=f2.shape[-2:], mode="bilinear", align_corners=False)
         x = self.up3(torch.cat([x, f2], 1))
         x = F.interpolate(x, size=f1.shape[-2:], mode="bilinear", align_corners=False)
         x = self.up2(torch.cat([x, f1], 1))
-        x = self.up1(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+        x = F.interpolate(x, size=stem.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.up1(torch.cat([x, stem], 1))
         x = self.up0(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
         return self.head(x)
 
@@ -81,12 +83,12 @@ class MemSegModel(nn.Module):
 
         # ResNet18 without pretraining (as in the paper); frozen once its BatchNorm statistics are set
         self.encoder = timm.create_model(
-            "resnet18", pretrained=False, features_only=True, out_indices=(1, 2, 3)
+            "resnet18", pretrained=False, features_only=True, out_indices=(0, 1, 2, 3)
         )
-        channels = list(self.encoder.feature_info.channels())
+        stem_channels, *channels = list(self.encoder.feature_info.channels())
         self.channels = channels
         self.msff = MSFF(channels)
-        self.decoder = Decoder(channels)
+        self.decoder = Decoder(channels, stem_channels)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
         for i in range(len(channels)):  # memory features per level, filled by set_memory
@@ -122,12 +124,12 @@ class MemSegModel(nn.Module):
 
     @torch.no_grad()
     def set_memory(self, x):
-        feats = self.encode(x)
+        _, *feats = self.encode(x)
         for i, f in enumerate(feats):
             setattr(self, f"memory{i}", f.clone())
 
     def forward(self, x):
-        feats = self.encode(x)
+        stem, *feats = self.encode(x)
         # the memory sample closest to each input (L2 over all levels)
         dist = sum(
             ((f[:, None] - m[None]) ** 2).flatten(2).mean(2) for f, m in zip(feats, self.memory, strict=True)
@@ -139,9 +141,10 @@ class MemSegModel(nn.Module):
         a3 = diffs[2].mean(1, keepdim=True)
         a2 = diffs[1].mean(1, keepdim=True) * F.interpolate(a3, size=diffs[1].shape[-2:], mode="bilinear")
         a1 = diffs[0].mean(1, keepdim=True) * F.interpolate(a2, size=diffs[0].shape[-2:], mode="bilinear")
-        att = [a / (a.flatten(1).amax(1).view(-1, 1, 1, 1) + 1e-8) for a in (a1, a2, a3)]
-        f1, f2, f3 = self.msff(fused_in, att)
-        return self.decoder(f1, f2, f3, x.shape[-2:])
+        # as the reference implementation: the attention maps multiply the fused features as they are
+        # (no per-image normalisation, which would make a defect-free image look as anomalous as any)
+        f1, f2, f3 = self.msff(fused_in, [a1, a2, a3])
+        return self.decoder(f1, f2, f3, stem, x.shape[-2:])
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 4.0) -> torch.Tensor:

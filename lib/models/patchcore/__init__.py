@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lib.config import select_device
+from lib.models.backbones import require_pretrained
 from lib.models.base import AnomalyModel, register
 from lib.models.patchcore.torch_model import PatchCoreModel, greedy_coreset
 
@@ -30,6 +31,9 @@ class PatchCoreConfig:
     num_neighbors: int = 3
     blur_sigma: float = 4.0
     batch_size: int = 4
+    allow_random_backbone: bool = (
+        True  # False (the paper profile): refuse a backbone without pretrained weights
+    )
     device: str = "auto"
     seed: int = 0
 
@@ -46,6 +50,7 @@ class PatchCore(AnomalyModel):
         self.net = PatchCoreModel(
             c.backbone, c.layers, c.weights or None, c.patch_size, c.pretrain_embed_dim, c.target_embed_dim
         ).to(self.device)
+        require_pretrained(self.net.extractor.info, c.allow_random_backbone, self.name)
         self.backbone_description = str(self.net.extractor.info)
 
     def _batches(self, images, desc, progress):

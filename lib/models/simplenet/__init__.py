@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib.config import select_device
+from lib.models.backbones import require_pretrained
 from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.patchcore.torch_model import gaussian_blur
 from lib.models.simplenet.torch_model import SimpleNetModel, truncated_l1
@@ -42,9 +43,14 @@ class SimpleNetConfig:
     meta_epochs: int = 40
     gan_epochs: int = 4
     batch_size: int = 8
-    lr: float = 1e-4  # adaptor (AdamW), as the reference implementation
-    dsc_lr: float = 2e-4  # discriminator (Adam, cosine-annealed)
+    lr: float = 1e-4  # adaptor: AdamW with its default weight decay (0.01), as the reference
+    dsc_lr: float = 2e-4  # discriminator: Adam, weight decay 1e-5, as the reference
+    xavier_init: bool = False  # the reference's Xavier-normal init of adaptor and discriminator (see README)
+    cos_lr: bool = False  # cosine annealing of the discriminator's lr (the reference's flag, off by default)
     blur_sigma: float = 4.0
+    allow_random_backbone: bool = (
+        True  # False (the paper profile): refuse a backbone without pretrained weights
+    )
     device: str = "auto"
     seed: int = 0
 
@@ -69,7 +75,9 @@ class SimpleNet(AnomalyModel):
             c.pre_proj,
             c.dsc_hidden,
             c.dsc_layers,
+            c.xavier_init,
         ).to(self.device)
+        require_pretrained(self.net.extractor.info, c.allow_random_backbone, self.name)
         self.backbone_description = str(self.net.extractor.info)
         self.grid: tuple[int, int] | None = None
 
@@ -93,10 +101,11 @@ class SimpleNet(AnomalyModel):
             self.net.feat_std.copy_(flat.std(0).clamp_min(1e-6))
             feats = (feats - self.net.feat_mean) / self.net.feat_std
         adaptor, dsc = self.net.adaptor, self.net.discriminator
-        opt_a = torch.optim.AdamW(adaptor.parameters(), lr=c.lr, weight_decay=1e-5)
+        opt_a = torch.optim.AdamW(adaptor.parameters(), lr=c.lr)  # default weight decay, as the reference
         opt_d = torch.optim.Adam(dsc.parameters(), lr=c.dsc_lr, weight_decay=1e-5)
         steps = c.meta_epochs * c.gan_epochs
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_d, max(1, steps), c.dsc_lr * 0.4)
+        sched = sched if c.cos_lr else None
         curve = []
         for _ in tqdm(range(c.meta_epochs), desc="SimpleNet meta epochs", disable=not progress, leave=False):
             adaptor.train()
@@ -119,7 +128,8 @@ class SimpleNet(AnomalyModel):
                     losses.append(float(loss.detach()))
                     p_true.append(float((t_s.detach() >= c.dsc_margin).float().mean()))
                     p_fake.append(float((f_s.detach() < -c.dsc_margin).float().mean()))
-                sched.step()
+                if sched is not None:
+                    sched.step()
             curve.append(
                 {
                     "loss": float(np.mean(losses)),

@@ -9,17 +9,28 @@ from lib.models.backbones import FeatureExtractor
 from lib.models.features import aggregate_patches, project
 
 
-class FeatureAdaptor(nn.Module):
-    """G_theta: ``pre_proj`` fully connected layers without bias (paper: one)."""
+def xavier_init(module: nn.Module) -> None:
+    """The reference SimpleNet's init: Xavier-normal weights for every linear and conv layer."""
+    if isinstance(module, nn.Linear | nn.Conv2d):
+        nn.init.xavier_normal_(module.weight)
 
-    def __init__(self, dim: int, n_layers: int = 1):
+
+class FeatureAdaptor(nn.Module):
+    """G_theta: ``pre_proj`` fully connected layers with bias, as the reference (paper: one layer).
+
+    ``xavier``: the reference's Xavier-normal init; off by default (PyTorch's init), see README.
+    """
+
+    def __init__(self, dim: int, n_layers: int = 1, xavier: bool = False):
         super().__init__()
         layers = []
         for i in range(n_layers):
-            layers.append(nn.Linear(dim, dim, bias=False))
+            layers.append(nn.Linear(dim, dim))
             if i < n_layers - 1:
                 layers.append(nn.LeakyReLU(0.2))
         self.net = nn.Sequential(*layers) if layers else nn.Identity()
+        if xavier:
+            self.apply(xavier_init)
 
     def forward(self, x):
         return self.net(x)
@@ -28,7 +39,7 @@ class FeatureAdaptor(nn.Module):
 class Discriminator(nn.Module):
     """D_psi: a ``n_layers`` MLP (paper: 2 layers, hidden 1024) giving one logit per patch."""
 
-    def __init__(self, dim: int, hidden: int = 1024, n_layers: int = 2):
+    def __init__(self, dim: int, hidden: int = 1024, n_layers: int = 2, xavier: bool = False):
         super().__init__()
         layers, width = [], dim
         for _ in range(n_layers - 1):
@@ -36,6 +47,8 @@ class Discriminator(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, 1, bias=False))
         self.net = nn.Sequential(*layers)
+        if xavier:
+            self.apply(xavier_init)
 
     def forward(self, x):
         return self.net(x)[:, 0]
@@ -48,13 +61,23 @@ def truncated_l1(true_scores: torch.Tensor, fake_scores: torch.Tensor, margin: f
 
 class SimpleNetModel(nn.Module):
     def __init__(
-        self, backbone, layers, weights, patch_size, pretrain_dim, target_dim, pre_proj, hidden, dsc_layers
+        self,
+        backbone,
+        layers,
+        weights,
+        patch_size,
+        pretrain_dim,
+        target_dim,
+        pre_proj,
+        hidden,
+        dsc_layers,
+        xavier: bool = False,
     ):
         super().__init__()
         self.extractor = FeatureExtractor(backbone, layers, weights)
         self.patch_size, self.pretrain_dim, self.target_dim = patch_size, pretrain_dim, target_dim
-        self.adaptor = FeatureAdaptor(target_dim, pre_proj)
-        self.discriminator = Discriminator(target_dim, hidden, dsc_layers)
+        self.adaptor = FeatureAdaptor(target_dim, pre_proj, xavier)
+        self.discriminator = Discriminator(target_dim, hidden, dsc_layers, xavier)
         # per-channel standardisation of the embedding, fitted on the training patches, so that the
         # noise sigma (0.015) means the same relative perturbation whatever the backbone's scale
         self.register_buffer("feat_mean", torch.zeros(target_dim))
