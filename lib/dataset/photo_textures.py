@@ -91,7 +91,7 @@ def make_photo_texture_folder(
     root,
     categories=CATEGORIES,
     size: int = 256,
-    n_train: int = 30,
+    n_train: int = 40,
     n_good: int = 10,
     n_defect: int = 10,
     seed: int = 0,
