@@ -220,92 +220,59 @@ def run_workbook(
 
     from lib.fileio import data_root_lock
 
+    # one run per data root at a time; the lock is released when this process exits, even if killed
     with data_root_lock(data, f"workbook run, profile {name}"):
-        return _run_workbook_locked(
-            name,
-            data,
-            runs,
-            only,
-            params,
-            title,
-            notebook_dir,
-            executor,
-            models,
-            progress,
-            viewpoints,
-            variants,
-            started,
-            executor_kwargs,
+        from lib.config import load_profile
+        from lib.grid import (
+            ALL_MODELS,
+            TRAINING_NOTEBOOKS,
+            expected_identities,
+            make_executor,
+            plan_grid,
+            run_grid,
         )
 
+        results = []
 
-def _run_workbook_locked(
-    name,
-    data,
-    runs,
-    only,
-    params,
-    title,
-    notebook_dir,
-    executor,
-    models,
-    progress,
-    viewpoints,
-    variants,
-    started,
-    executor_kwargs,
-) -> list[dict]:
-    from lib.config import load_profile
-    from lib.grid import (
-        ALL_MODELS,
-        TRAINING_NOTEBOOKS,
-        expected_identities,
-        make_executor,
-        plan_grid,
-        run_grid,
-    )
+        def run_list(books):
+            for k, nb in enumerate(books, 1):
+                print(f"[{k}/{len(books)}] {nb.name} (profile={name}) ...", flush=True)
+                res = run_notebook(nb, runs, params)
+                results.append(res)
+                status = "ok" if not res["error"] else f"FAILED: {res['error']}"
+                print(f"      {status} in {res['seconds']} s -> {res['html']}", flush=True)
+                if res["error"]:
+                    return False
+            return True
 
-    results = []
+        books = list_notebooks(notebook_dir, only)
+        skipped = 0
+        if only:
+            run_list(books)
+            summary = run_summary(results, time.perf_counter() - started, "none (--only)")
+            write_index(runs, results, title, data, summary)
+            return results
+        training = {nb for nb, _ in TRAINING_NOTEBOOKS.values()}
+        pre = [b for b in books if b.name[:2] < "04"]
+        post = [b for b in books if b.name[:2] >= "08" and b.name not in training]
+        if run_list(pre):
+            prof = load_profile(name)
+            cells = plan_grid(models or ALL_MODELS, viewpoints, variants, prof.grid_seeds)
+            prepare_shared(prof, data, {c.model for c in cells})
+            ex = make_executor(executor, **executor_kwargs)
+            executor = ex.name + (f" ({ex.workers} workers)" if hasattr(ex, "workers") else "")
+            from lib.dataset.manifest import read_manifest
 
-    def run_list(books):
-        for k, nb in enumerate(books, 1):
-            print(f"[{k}/{len(books)}] {nb.name} (profile={name}) ...", flush=True)
-            res = run_notebook(nb, runs, params)
-            results.append(res)
-            status = "ok" if not res["error"] else f"FAILED: {res['error']}"
-            print(f"      {status} in {res['seconds']} s -> {res['html']}", flush=True)
-            if res["error"]:
-                return False
-        return True
-
-    books = list_notebooks(notebook_dir, only)
-    skipped = 0
-    if only:
-        run_list(books)
-        summary = run_summary(results, time.perf_counter() - started, "none (--only)")
+            manifest = read_manifest(data / "data_manifest.csv")
+            identities = expected_identities(cells, prof, data, manifest)
+            grid = run_grid(cells, name, data, runs, notebook_dir, ex, progress, identities=identities)
+            print(
+                f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s"
+            )
+            results += grid["results"]
+            skipped = len(grid["skipped"])
+            run_list(post)
+        summary = run_summary(results, time.perf_counter() - started, executor, skipped)
+        print(summary, flush=True)
         write_index(runs, results, title, data, summary)
         return results
-    training = {nb for nb, _ in TRAINING_NOTEBOOKS.values()}
-    pre = [b for b in books if b.name[:2] < "04"]
-    post = [b for b in books if b.name[:2] >= "08" and b.name not in training]
-    if run_list(pre):
-        prof = load_profile(name)
-        cells = plan_grid(models or ALL_MODELS, viewpoints, variants, prof.grid_seeds)
-        prepare_shared(prof, data, {c.model for c in cells})
-        ex = make_executor(executor, **executor_kwargs)
-        executor = ex.name + (f" ({ex.workers} workers)" if hasattr(ex, "workers") else "")
-        from lib.dataset.manifest import read_manifest
-
-        manifest = read_manifest(data / "data_manifest.csv")
-        identities = expected_identities(cells, prof, data, manifest)
-        grid = run_grid(cells, name, data, runs, notebook_dir, ex, progress, identities=identities)
-        print(
-            f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s"
-        )
-        results += grid["results"]
-        skipped = len(grid["skipped"])
-        run_list(post)
-    summary = run_summary(results, time.perf_counter() - started, executor, skipped)
-    print(summary, flush=True)
-    write_index(runs, results, title, data, summary)
-    return results
