@@ -40,6 +40,9 @@ class Profile:
     synthetic_fraction: float
     models: dict = dataclasses.field(default_factory=dict)  # per-model config overrides (Table 3 = defaults)
     grid_seeds: tuple = (0,)  # training seeds of the experiment grid (the paper: 3)
+    #: normal underbodies per viewpoint and split, e.g. {train = 18, val = 20, test = 40}; None: Table 2
+    #: scaled to ``normal_underbodies``. Larger evaluation splits make model differences testable.
+    normals_per_view: dict | None = None
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.scale <= 1.0:
@@ -61,6 +64,21 @@ class Profile:
             if int(count) < 0:
                 raise ValueError(
                     f"profile {self.name!r}: defective_underbodies[{view!r}] must be >= 0, got {count}"
+                )
+
+        if self.normals_per_view is not None:
+            counts = self.normals_per_view
+            bad = set(counts) ^ {"train", "val", "test"}
+            if bad or any(int(c) < 1 for c in counts.values()):
+                raise ValueError(
+                    f"profile {self.name!r}: normals_per_view needs train, val and test counts >= 1, "
+                    f"got {dict(counts)}"
+                )
+            total = len(VIEWPOINTS) * sum(int(c) for c in counts.values())
+            if total != self.normal_underbodies:
+                raise ValueError(
+                    f"profile {self.name!r}: normals_per_view adds up to {total} normal underbodies "
+                    f"over {len(VIEWPOINTS)} viewpoints, but normal_underbodies = {self.normal_underbodies}"
                 )
 
     def px(self, paper_pixels: float) -> int:
@@ -122,6 +140,7 @@ def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
     fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
     row.setdefault("models", {})
     row["grid_seeds"] = tuple(row.get("grid_seeds", (0,)))
+    row.setdefault("normals_per_view", None)
     missing = fields - set(row)
     extra = set(row) - fields
     if missing or extra:

@@ -13,6 +13,7 @@ cell, GPU resources declared per task; a local Ray instance, or ``address=`` to 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -73,6 +74,43 @@ def expected_identities(cells, profile, data_root, manifest) -> dict:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedTask:
+    """What several cells share and is trained once before them: EfficientAD's teacher for ``model``."""
+
+    model: str
+
+    @property
+    def key(self) -> str:
+        return f"teacher for {self.model}"
+
+
+def shared_tasks(cells) -> list[SharedTask]:
+    return [SharedTask(m) for m in sorted({c.model for c in cells if c.model.startswith("efficientad")})]
+
+
+def run_shared_task(task: SharedTask, profile: str, data_root: str, runs_dir: str, notebook_dir: str) -> dict:
+    """Distil (or find) the profile's teacher; never raises (a cell that needs it retries and reports)."""
+    from lib.config import load_profile
+    from lib.dataset.manifest import read_manifest
+    from lib.models.efficientad.teacher import prepare_teacher
+
+    t0 = time.perf_counter()
+    try:
+        manifest = read_manifest(Path(data_root) / "data_manifest.csv")
+        path = prepare_teacher(task.model, load_profile(profile), data_root, manifest, progress=False)
+        error = None
+    except Exception as exc:  # noqa: BLE001
+        path, error = None, f"{type(exc).__name__}: {exc}"
+    return {
+        "cell": task.key,
+        "error": error,
+        "html": None,
+        "path": str(path),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def run_grid_cell(cell: Cell, profile: str, data_root: str, runs_dir: str, notebook_dir: str) -> dict:
     """Execute one cell's training notebook (papermill) into ``runs_dir/cells/``; never raises."""
     from lib.workbook import run_notebook
@@ -88,7 +126,7 @@ def run_grid_cell(cell: Cell, profile: str, data_root: str, runs_dir: str, noteb
     }
     out_dir = Path(runs_dir) / "cells" / cell_name(cell)
     try:
-        res = run_notebook(Path(notebook_dir) / notebook, out_dir, params)
+        res = run_notebook(Path(notebook_dir) / notebook, out_dir, params, report=False)
     except Exception as exc:  # a broken environment, not a notebook error: still report, never raise
         return {"cell": cell.key, "error": f"{type(exc).__name__}: {exc}", "html": None, "seconds": 0.0}
     if res["error"] is None and not is_done(Path(data_root) / "results", cell):
@@ -196,24 +234,33 @@ class ProcessExecutor:
         self.workers = workers
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
-    def map_unordered(self, fn, items, log_for=None):
+    def map_unordered(self, fn, items, log_for=None, after=None):
+        """``after[i]``: indices of items that must finish before item ``i`` starts (in any state)."""
         import multiprocessing
         from multiprocessing.connection import wait
 
         ctx = multiprocessing.get_context("spawn")
-        pending, running = list(items), {}
+        items = list(items)
+        after = after or [set() for _ in items]
+        pending, running, finished = list(range(len(items))), {}, set()
         try:
             while pending or running:
-                while pending and len(running) < self.workers:
-                    item = pending.pop(0)
+                while len(running) < self.workers:
+                    ready = [i for i in pending if after[i] <= finished]
+                    if not ready:
+                        break
+                    index = ready[0]
+                    pending.remove(index)
+                    item = items[index]
                     recv, send = ctx.Pipe(duplex=False)
                     log = str(log_for(item)) if log_for else None
                     proc = ctx.Process(target=_worker_main, args=(send, self.threads, fn, item, log))
                     proc.start()
                     send.close()
-                    running[recv] = (proc, item, log)
+                    running[recv] = (proc, item, log, index)
                 for conn in wait(list(running)):
-                    proc, item, log = running.pop(conn)
+                    proc, item, log, index = running.pop(conn)
+                    finished.add(index)
                     try:
                         res = conn.recv()
                     except (EOFError, OSError):  # the process died before sending a result
@@ -224,7 +271,7 @@ class ProcessExecutor:
                         res = {"crashed": f"the worker process {_exit_description(proc.exitcode)} mid-cell"}
                     yield item, res
         finally:
-            for proc, _, _ in running.values():
+            for proc, *_ in running.values():
                 proc.kill()
                 proc.join()
 
@@ -315,10 +362,25 @@ def run_grid(
     todo = sorted((c for c in cells if reasons[c]), key=lambda c: -RELATIVE_COST.get(c.model, 1))
     skipped = [c for c in cells if not reasons[c]]
     rerun = [{"cell": c.key, "reason": reasons[c]} for c in todo if reasons[c] != "not run"]
-    items = [(c, profile, str(data_root), str(runs_dir), str(notebook_dir)) for c in todo]
+    # a process pool trains the shared teachers as tasks of its own: the cells that need one start
+    # when it is ready, the others fill the workers meanwhile (other executors: before the grid)
+    shared = shared_tasks(todo) if isinstance(executor, ProcessExecutor) and cell_fn is None else []
+    items = [(t, profile, str(data_root), str(runs_dir), str(notebook_dir)) for t in shared]
+    items += [(c, profile, str(data_root), str(runs_dir), str(notebook_dir)) for c in todo]
+    index_of = {t.model: i for i, t in enumerate(shared)}
+    after = [set() for _ in shared] + [{index_of[c.model]} if c.model in index_of else set() for c in todo]
     cells_dir = Path(runs_dir) / "cells"
-    results = []
+    results, shared_results = [], []
     t0 = time.perf_counter()
+
+    def dispatch(task, *args):
+        return (run_shared_task if isinstance(task, SharedTask) else fn)(task, *args)
+
+    def log_for(it):
+        name = f"teacher_{it[0].model}" if isinstance(it[0], SharedTask) else cell_name(it[0])
+        return cells_dir / name / "worker.log"
+
+    kwargs = {"after": after} if shared else {}
     with tqdm(
         total=len(cells),
         initial=len(skipped),
@@ -326,10 +388,15 @@ def run_grid(
         unit="cell",
         disable=not progress,
     ) as bar:
-        for item, res in executor.map_unordered(
-            fn, items, log_for=lambda it: cells_dir / cell_name(it[0]) / "worker.log"
-        ):
+        for item, res in executor.map_unordered(dispatch if shared else fn, items, log_for=log_for, **kwargs):
             cell = item[0]
+            if isinstance(cell, SharedTask):
+                if "crashed" in res:
+                    res = {"cell": cell.key, "error": res["crashed"], "seconds": 0.0}
+                shared_results.append(res)
+                state = f"FAILED: {res['error']}" if res["error"] else f"ready ({res['seconds']:.0f} s)"
+                bar.write(f"{cell.key}: {state}")
+                continue
             if "crashed" in res:
                 res = {"cell": cell.key, "error": res["crashed"], "html": None, "seconds": 0.0}
             log = cells_dir / cell_name(cell) / "worker.log"
@@ -351,6 +418,7 @@ def run_grid(
             print(f"  {r['cell']}: {r['reason']}")
     return {
         "results": results,
+        "shared": shared_results,
         "skipped": [c.key for c in skipped],
         "rerun": rerun,
         "seconds": round(time.perf_counter() - t0, 1),

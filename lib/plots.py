@@ -157,3 +157,44 @@ def training_curves(summaries, keys=("loss", "p_true"), labels=None, xlabel: str
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def interval_plot(iv, level: str, metric: str, title: str = ""):
+    """Point and 95% interval per model variant (rows) and viewpoint (colours): where overlap shows."""
+    sel = iv[(iv.level == level) & (iv.metric == metric)]
+    if sel.empty:
+        raise ValueError(f"interval_plot: no {level} {metric} rows")
+    labels = sorted(sel.label.unique())
+    views = sorted(sel.viewpoint.unique())
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) * len(views) + 1.0))
+    for k, view in enumerate(views):
+        v = sel[sel.viewpoint == view].set_index("label").reindex(labels)
+        y = np.arange(len(labels)) * (len(views) + 1) + k
+        ax.errorbar(
+            v["mean"],
+            y,
+            xerr=[v["mean"] - v.ci_low, v.ci_high - v["mean"]],
+            fmt="o",
+            ms=4,
+            capsize=2,
+            label=view,
+        )
+    ax.set_yticks(np.arange(len(labels)) * (len(views) + 1) + (len(views) - 1) / 2)
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    name = f"{level} {metric.upper().replace('AUPR', 'AU-PR')}"
+    ax.set_xlabel(f"{name} (95% bootstrap interval over test underbodies)")
+    ax.set_title(title or f"{name}, test split")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path) -> str:
+    """Write ``fig`` as PNG atomically (for the report's inline figures); returns the path."""
+    from lib.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
+    return str(path)

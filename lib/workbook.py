@@ -31,18 +31,29 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: list[str] | None = N
     return books
 
 
-def render_html(executed: Path, html_path: Path) -> Path:
-    """Executed notebook -> standalone HTML (no network needed to write it)."""
+def render_html(executed: Path, html_path: Path, exclude_input: bool = False) -> Path:
+    """Executed notebook -> standalone HTML (no network needed to write it); ``exclude_input``: the
+    reviewer's report (narrative, tables and figures, no code cells)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    body, _ = HTMLExporter(
+        exclude_input=exclude_input, exclude_input_prompt=exclude_input
+    ).from_notebook_node(nb)
     return write_text(html_path, body)
 
 
-def run_notebook(notebook: Path, out_dir: Path, parameters: dict, kernel: str = "python3") -> dict:
-    """Execute one notebook; always keep the executed copy and its HTML, even when it fails."""
+def report_path(html_path: Path) -> Path:
+    """Where the no-code report of a notebook's HTML goes: ``name.report.html`` beside ``name.html``."""
+    return Path(html_path).with_suffix(".report.html")
+
+
+def run_notebook(
+    notebook: Path, out_dir: Path, parameters: dict, kernel: str = "python3", report: bool = True
+) -> dict:
+    """Execute one notebook; always keep the executed copy and its HTML (with code, and, with
+    ``report``, without input cells), even when it fails."""
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,32 +74,38 @@ def run_notebook(notebook: Path, out_dir: Path, parameters: dict, kernel: str = 
     html_path = executed.with_suffix(".html")
     if executed.exists():
         render_html(executed, html_path)
+        if report:
+            render_html(executed, report_path(html_path), exclude_input=True)
     return {
         "notebook": notebook.name,
         "executed": executed,
         "html": html_path,
+        "report": report_path(html_path) if report and executed.exists() else None,
         "seconds": round(time.perf_counter() - t0, 1),
         "error": error,
     }
 
 
-def headline_table(data_root: Path):
-    """Test split, threshold-free numbers: image AUROC and pixel AUPRO, mean ± std over seeds."""
+def _read_table(data_root, name: str):
     import pandas as pd
 
-    from lib.evaluate.metrics import mean_std
-
-    path = Path(data_root) / "tables" / "metrics.csv"
+    path = Path(data_root) / "tables" / name
     if not path.is_file():
         return None
-    m = pd.read_csv(path)
-    m = m[(m.subset == "test") & (m.policy == "oracle")]
-    if m.empty:
-        return None
-    img = m[m.level == "image"].groupby(["label", "viewpoint"]).auroc.agg(mean_std).unstack("viewpoint")
-    pix = m[m.level == "pixel"].groupby(["label", "viewpoint"]).aupro.agg(mean_std).unstack("viewpoint")
-    t = img.add_prefix("image AUROC ").join(pix.add_prefix("pixel AUPRO ")).fillna("not run")
-    return t.reset_index().rename(columns={"label": "model († = masked)"})
+    t = pd.read_csv(path, keep_default_na=False)
+    return t if len(t) else None
+
+
+def headline_table(data_root: Path):
+    """The headline table written by notebook 08: models as rows, one column per metric and
+    viewpoint, each 'value [95% bootstrap interval]' (mean ± std over seeds first when several)."""
+    t = _read_table(data_root, "headline.csv")
+    return None if t is None else t.rename(columns={"label": "model († = masked)"})
+
+
+def claims_table(data_root: Path):
+    """The claims table written by notebook 09."""
+    return _read_table(data_root, "claims.csv")
 
 
 def markdown_table(df) -> str:
@@ -128,9 +145,51 @@ def run_summary(results: list[dict], seconds: float, executor: str, skipped: int
     )
 
 
+REPORT_FIGURES = (
+    ("image_auroc_intervals.png", "Image AUROC per model and viewpoint, 95% bootstrap intervals"),
+    ("pixel_aupro_intervals.png", "Pixel AUPRO per model and viewpoint, 95% bootstrap intervals"),
+    ("qualitative.png", "Input, ground truth and each model's heatmap (first viewpoint)"),
+)
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1400px;
+padding:0 1rem;color:#1d232a;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
+th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
+.summary{background:#f3f5f7;padding:.6rem .8rem;border-radius:6px}
+.reproduced{background:#dff5e1!important}.contradicted{background:#fde2e1!important}
+.inconclusive{background:#fff6d6!important}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
+.failed{color:#b00020}
+"""
+
+
+def _html_table(df, verdict_col: str | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for col, v in zip(df.columns, row, strict=True):
+            cls = f" class='{html.escape(str(v))}'" if col == verdict_col else ""
+            cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _inline_png(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 def write_index(
     out_dir: Path, results: list[dict], title: str, data_root: Path | None = None, summary: str = ""
 ) -> Path:
+    """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
+    intervals, key figures inline, run summary, every notebook as a report and with code) and
+    ``results.md`` (the same tables for the README)."""
+
     def link(path, text):
         if not path:
             return html.escape(text)
@@ -140,33 +199,73 @@ def write_index(
             rel = Path(path)
         return f"<a href='{html.escape(str(rel))}'>{html.escape(text)}</a>"
 
-    rows = "\n".join(
-        f"<tr><td>{link(r.get('html'), r.get('notebook') or r.get('cell', ''))}</td>"
-        f"<td>{r['seconds']}</td><td>{'ok' if not r['error'] else html.escape(str(r['error']))}"
-        f"{' (' + link(r.get('log'), 'log') + ')' if r.get('error') and r.get('log') else ''}</td>"
+    def status(r):
+        if not r["error"]:
+            return "ok"
+        log = f" ({link(r.get('log'), 'log')})" if r.get("log") else ""
+        return f"<span class='failed'>{html.escape(str(r['error']))}</span>{log}"
+
+    books = [r for r in results if r.get("notebook")]
+    cells = [r for r in results if not r.get("notebook")]
+    book_rows = "".join(
+        f"<tr><td>{html.escape(r['notebook'])}</td><td>{link(r.get('report'), 'report')}</td>"
+        f"<td>{link(r.get('html'), 'with code')}</td><td>{r['seconds']}</td><td>{status(r)}</td></tr>"
+        for r in books
+    )
+    cell_rows = "".join(
+        f"<tr><td>{link(r.get('html'), r.get('cell', ''))}</td><td>{r['seconds']}</td><td>{status(r)}</td>"
         f"<td>{html.escape(str(r.get('reason') or ''))}</td></tr>"
-        for r in results
+        for r in cells
     )
+    claims = claims_table(data_root) if data_root is not None else None
     table = headline_table(data_root) if data_root is not None else None
-    head = (
-        "<h2>Headline results (test split, threshold-free; mean ± std over seeds)</h2>"
-        + table.to_html(index=False, border=1)
-        if table is not None
-        else ""
-    )
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if summary:
+        parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
+    if claims is not None:
+        parts.append(
+            "<h2>Claims of the paper, tested on this run</h2><p>Verdict rules and the tests behind each "
+            "p-value: notebook 09. Numbers are this profile's (simulated line), not the paper's.</p>"
+            + _html_table(claims, verdict_col="verdict")
+        )
+    if table is not None:
+        parts.append(
+            "<h2>Headline results</h2><p>Test split, threshold-free; value [95% bootstrap interval over test "
+            "underbodies]; mean ± std over seeds first when there are several; † = ROI-masked.</p>"
+            + _html_table(table)
+        )
+    figs = Path(data_root) / "figures" if data_root is not None else None
+    shown = [(figs / f, cap) for f, cap in REPORT_FIGURES if figs is not None and (figs / f).is_file()]
+    if shown:
+        parts.append("<h2>Key figures</h2>")
+        parts += [
+            f"<figure><img alt='{html.escape(cap)}' src='{_inline_png(p)}'><figcaption>{html.escape(cap)}"
+            "</figcaption></figure>"
+            for p, cap in shown
+        ]
+    if books:
+        parts.append(
+            "<h2>Notebooks</h2><table><thead><tr><th>notebook</th><th>report (no code)</th><th>with code</th>"
+            f"<th>seconds</th><th>status</th></tr></thead><tbody>{book_rows}</tbody></table>"
+        )
+    if cells:
+        parts.append(
+            "<h2>Grid cells</h2><table><thead><tr><th>cell</th><th>seconds</th><th>status</th>"
+            f"<th>why it ran</th></tr></thead><tbody>{cell_rows}</tbody></table>"
+        )
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>{head}<h2>Executed notebooks</h2><table border='1' cellpadding='4'>"
-        f"<tr><th>notebook / cell</th><th>seconds</th><th>status</th><th>why it ran</th></tr>{rows}</table></body></html>\n"
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+        f"content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
     if table is not None:
-        write_text(
-            out_dir / "results.md",
-            f"Results of the `{title}` run (test split, threshold-free):\n\n"
-            + markdown_table(table)
-            + (f"\n\n{summary}" if summary else "")
-            + "\n",
-        )
+        md = [f"Results of the `{title}` run (test split, threshold-free, value [95% bootstrap interval]):"]
+        md.append(markdown_table(table))
+        if claims is not None:
+            md += ["Claims of the paper tested on this run (notebook 09):", markdown_table(claims)]
+        if summary:
+            md.append(summary)
+        write_text(out_dir / "results.md", "\n\n".join(md) + "\n")
     return write_text(out_dir / "index.html", page)
 
 
@@ -258,8 +357,9 @@ def run_workbook(
         if run_list(pre):
             prof = load_profile(name)
             cells = plan_grid(models or ALL_MODELS, viewpoints, variants, prof.grid_seeds)
-            prepare_shared(prof, data, {c.model for c in cells})
             ex = make_executor(executor, **executor_kwargs)
+            if ex.name != "process":  # a process pool trains them as tasks of the grid
+                prepare_shared(prof, data, {c.model for c in cells})
             executor = ex.name + (f" ({ex.workers} workers)" if hasattr(ex, "workers") else "")
             from lib.dataset.manifest import read_manifest
 

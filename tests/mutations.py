@@ -1,4 +1,4 @@
-"""Mutation check for the metric and store tests: each plausible mistake must fail a test.
+"""Mutation check for the metric, statistics, claims and store tests: each plausible mistake must fail a test.
 
     .venv/bin/python tests/mutations.py            # all mutations, ~5 min on 2 cores
     .venv/bin/python tests/mutations.py 3 5        # only mutations 3 and 5
@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_metrics.py", "tests/test_store.py"]
+TESTS = ["tests/test_metrics.py", "tests/test_statistics.py", "tests/test_claims.py", "tests/test_store.py"]
 M, S, E = "lib/evaluate/metrics.py", "lib/evaluate/store.py", "lib/evaluate/evaluate.py"
+BO, SG, CL = "lib/evaluate/bootstrap.py", "lib/evaluate/significance.py", "lib/evaluate/claims.py"
 
 # (description, file, exact text, replacement)
 MUTATIONS = [
@@ -80,6 +81,35 @@ MUTATIONS = [
     ("no size check on read", S, 'if size != want.get("bytes"):', "if False:"),
     ("non-finite maps accepted by the store", S, "if not finite.all():", "if False:"),
     ("a cell lacking manifest images is evaluated", E, "if lacking:", "if False:"),
+    ("bootstrap AUPRO: tied step as a full step", BO, "ramp / 2 + (L - bb)", "ramp + (L - bb)"),
+    (
+        "bootstrap pixel AUROC: defect pixels not weighted by their image's count",
+        BO,
+        "w_pix = wb[:, self.owner].T",
+        "w_pix = np.ones((len(self.owner), len(wb)))",
+    ),
+    (
+        "bootstrap draws underbodies across strata",
+        BO,
+        "counts[b] += np.bincount(members[draws[b]], minlength=len(uniq))",
+        "counts[b] += np.bincount(rng.integers(0, len(uniq), len(members)), minlength=len(uniq))",
+    ),
+    ("DeLong ignores the correlation of the AUROCs", SG, "- 2 * cov[0, 1]", "- 0 * cov[0, 1]"),
+    ("DeLong ranks ties in order", SG, 'method="average"', 'method="ordinal"'),
+    (
+        "family p-values not corrected",
+        SG,
+        'zip(rows, M.benjamini_hochberg([r["p"] for r in rows]), strict=True)',
+        'zip(rows, [r["p"] for r in rows], strict=True)',
+    ),
+    ("t-test over fewer than 3 seeds", SG, "MIN_SEEDS_FOR_T = 3", "MIN_SEEDS_FOR_T = 1"),
+    (
+        "size verdict ignores zero",
+        CL,
+        "return REPRODUCED if (hi < 0 or lo > 0) else INCONCLUSIVE",
+        "return REPRODUCED",
+    ),
+    ("masking change with the sign flipped", CL, "100.0 * (m0 - r0) / r0", "100.0 * (r0 - m0) / r0"),
 ]
 
 

@@ -106,3 +106,28 @@ def test_auto_executor_without_gpu_is_a_process_pool():
         assert ex.name == "sequential"
     else:
         assert ex.name == "process" and ex.workers == os.cpu_count()
+
+
+def _stamp(name, seconds, *_):
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    return {"name": name, "start": start, "end": time.time()}
+
+
+def test_process_executor_starts_a_task_only_after_what_it_depends_on():
+    """Teachers before the cells that need them; other cells fill the workers meanwhile."""
+    items = [("teacher", 6.0), ("needs_teacher", 0.0), ("free_a", 0.1), ("free_b", 0.1)]
+    after = [set(), {0}, set(), set()]
+    ex = grid.ProcessExecutor(workers=2, threads=1)
+    got = {it[0]: res for it, res in ex.map_unordered(_stamp, items, after=after)}
+    assert got["needs_teacher"]["start"] >= got["teacher"]["end"]
+    assert got["free_a"]["end"] <= got["teacher"]["end"]  # ran beside the teacher, not after it
+    assert got["free_b"]["end"] <= got["teacher"]["end"]
+
+
+def test_shared_teacher_tasks_precede_efficientad_cells():
+    cells = grid.plan_grid(["efficientad_s", "patchcore", "efficientad_m"], ["front"], ["raw"], [0])
+    assert [t.model for t in grid.shared_tasks(cells)] == ["efficientad_m", "efficientad_s"]
+    assert grid.shared_tasks(cells[1:2]) == []

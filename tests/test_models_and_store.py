@@ -63,8 +63,14 @@ def test_cell_to_tables_on_smoke_dataset(built, tmp_path):
             results,
             False,
         )
-    metrics, images, broken = ev.evaluate_store(root, results, manifest, progress=False)
+    metrics, images, broken, reps = ev.evaluate_store(root, results, manifest, progress=False, n_resamples=40)
     assert broken.empty
+    assert len(reps) == 2 * 4 and reps.columns[-1] == "b39"  # 2 cells x 4 headline metrics
+    iv = ev.intervals(metrics, reps)
+    assert (iv.ci_low <= iv.ci_high).all() and iv.n_seeds.eq(1).all()
+    head = ev.headline_table(iv)
+    assert set(head.label) == {"baseline", "baseline†"} and "image AUROC front" in head.columns
+    assert head["image AUROC front"].str.match(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]$").all()
     assert set(metrics.policy) == {"oracle", "val-calibrated"}
     assert set(metrics.level) == {"image", "pixel"}
     assert {"test", "val", "test-real", "test-synthetic"} >= set(metrics.subset) >= {"test", "val"}
@@ -74,5 +80,10 @@ def test_cell_to_tables_on_smoke_dataset(built, tmp_path):
     assert set(images.model) == {"baseline"} and images.masked.nunique() == 2
     table = ev.summary_table(metrics, "test", "image", "oracle", ["auroc", "f1"])
     assert set(table.label) == {"baseline", "baseline†"}
-    fn = ev.fn_by_size(images)
-    assert list(fn.columns[-3:]) == ["small", "medium", "large"]
+    for policy in ("oracle", "val-calibrated"):
+        fn = ev.fn_by_size(images, policy)
+        assert list(fn.columns[-4:]) == ["small", "medium", "large", "total"] and set(fn.threshold) == {
+            policy
+        }
+        share = ev.image_fp_share(images, policy)
+        assert len(share) == 2 and share.fp_share.between(0, 1).all()

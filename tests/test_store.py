@@ -127,7 +127,7 @@ def test_evaluate_store_reports_broken_cells_and_evaluates_the_others(built, tmp
     maps = res["maps"].copy()
     maps[-1, 0, 0] = np.nan
     store.write_results(results, nan_cell, res["table"], maps, {})
-    metrics, images, broken = ev.evaluate_store(root, results, manifest, progress=False)
+    metrics, images, broken, _ = ev.evaluate_store(root, results, manifest, progress=False, n_resamples=5)
     assert set(metrics.seed) == {0} and set(images.seed) == {0}
     errors = dict(zip(broken.cell, broken.error, strict=True))
     assert set(errors) == {lacking.key, truncated.key, nan_cell.key}

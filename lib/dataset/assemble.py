@@ -70,6 +70,19 @@ def frames_needed(plan: pd.DataFrame, synth: pd.DataFrame) -> dict:
     return need
 
 
+class DefectMasks:
+    """``(pass_id, frame_index) -> GT mask`` of a defective pass's frame, None for a normal pass
+    (a picklable callable, so extraction workers can draw the masks themselves)."""
+
+    def __init__(self, root, poses, passes, defective: set):
+        self.root, self.poses, self.passes, self.defective = Path(root), poses, passes, defective
+
+    def __call__(self, pass_id: int, frame_index: int):
+        if int(pass_id) not in self.defective:
+            return None
+        return sl.frame_defect_mask(self.root, pass_id, frame_index, poses=self.poses, passes=self.passes)
+
+
 def extract(
     profile: Profile, data_root, seed: int, threshold: float = DEFAULT_THRESHOLD, progress=True, force=False
 ):
@@ -80,23 +93,28 @@ def extract(
     from lib.extract import template_matching as tm
 
     root = Path(data_root)
-    params = {"seed": int(seed), "threshold": float(threshold), "profile": profile.name}
+    params = {
+        "seed": int(seed),
+        "threshold": float(threshold),
+        "profile": profile.name,
+        "normals_per_view": profile.normals_per_view,
+        "synthetic_fraction": profile.synthetic_fraction,
+    }
     done = root / "extraction" / "params.json"
     if not force and done.is_file() and json.loads(done.read_text()) == params:
         read = lambda name: pd.read_csv(root / "extraction" / name, keep_default_na=False)  # noqa: E731
         timing = json.loads((root / "extraction" / "timing.json").read_text())
         return read("plan.csv"), read("crops.csv"), read("scores.csv"), {**timing, "reused": True}
     passes = sl.read_passes(root)
-    plan = assign_splits(passes, seed)
+    plan = assign_splits(passes, seed, profile.normals_per_view)
     synth = synthetic_plan(profile, seed)
     need = frames_needed(plan, synth)
     poses = sl.read_poses(root) if (root / "poses.csv").is_file() else None
-
-    def gt_for(pass_id, k):
-        if poses is None or not int(plan.loc[plan.pass_id == pass_id, "defective"].iloc[0]):
-            return None
-        return sl.frame_defect_mask(root, pass_id, k, poses=poses, passes=passes)
-
+    gt_for = None
+    if poses is not None:
+        gt_for = DefectMasks(
+            root, poses, passes, set(plan.pass_id[plan.defective.astype(int) == 1].astype(int))
+        )
     crops, scores, timing = tm.extract_crops(
         root, plan, threshold, lambda r: need[int(r.pass_id)], gt_mask_for=gt_for, progress=progress
     )
@@ -133,7 +151,7 @@ def make_synthetics(data_root, scale: float, progress=True) -> pd.DataFrame:
             & (crops.mask_path == "")
         ].sort_values(["rank", "pass_id"], kind="stable")
         donor_list = list(donors.itertuples(index=False))
-        used = set()
+        used, used_pass = set(), set()
         for spec_row in tqdm(
             list(group.itertuples(index=False)),
             desc=f"synthetic {view}/{split}",
@@ -148,7 +166,9 @@ def make_synthetics(data_root, scale: float, progress=True) -> pd.DataFrame:
                 int(spec_row.seed),
             )
             made = False
-            for d in donor_list:
+            # each defect on an underbody of its own while there are enough; then other frames of used ones
+            fresh = [d for d in donor_list if d.pass_id not in used_pass]
+            for d in fresh + [d for d in donor_list if d.pass_id in used_pass]:
                 if d.image_path in used:
                     continue
                 base = read_image(root / d.image_path, cv2.IMREAD_COLOR)
@@ -157,6 +177,7 @@ def make_synthetics(data_root, scale: float, progress=True) -> pd.DataFrame:
                 except LookupError:
                     continue
                 used.add(d.image_path)
+                used_pass.add(d.pass_id)
                 ipath = f"synthetic/{view}/{spec_row.synthetic_id}.png"
                 mpath = f"synthetic/{view}/{spec_row.synthetic_id}_mask.png"
                 write_image(root / ipath, image)

@@ -46,11 +46,20 @@ def normal_counts(n_normal: int) -> dict:
     return out
 
 
-def assign_splits(passes: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Add ``viewpoint`` and ``split`` columns: normal passes shuffled into Table 2's cells,
-    defective passes to the test split of their defect's viewpoint."""
+def assign_splits(passes: pd.DataFrame, seed: int, per_view: dict | None = None) -> pd.DataFrame:
+    """Add ``viewpoint`` and ``split`` columns: normal passes shuffled into Table 2's cells (or
+    ``per_view`` = {split: count}, the same for every viewpoint), defective passes to the test
+    split of their defect's viewpoint."""
     normal = passes[passes.defective == 0].pass_id.to_numpy()
-    counts = normal_counts(len(normal))
+    if per_view is None:
+        counts = normal_counts(len(normal))
+    else:
+        counts = {v: {s: int(per_view[s]) for s in SPLITS} for v in VIEWPOINTS}
+        need = sum(sum(c.values()) for c in counts.values())
+        if need != len(normal):
+            raise ValueError(
+                f"normals_per_view asks for {need} normal underbodies, the line has {len(normal)}"
+            )
     rng = np.random.default_rng([seed, 31])
     order = rng.permutation(normal)
     view_of, split_of = {}, {}

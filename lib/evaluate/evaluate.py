@@ -10,11 +10,13 @@ validation split, then applied unchanged).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from lib.evaluate import bootstrap as B
 from lib.evaluate import metrics as M
 from lib.evaluate.store import Cell, StoreError, cell_dir, read_results
 from lib.fileio import read_image
@@ -38,6 +40,7 @@ def load_outputs(data_root, store_root, cell: Cell, manifest: pd.DataFrame) -> d
         manifest[
             [
                 "image_id",
+                "underbody_id",
                 "source",
                 "defect_type",
                 "area_ratio",
@@ -160,8 +163,9 @@ def evaluate_outputs(cell: Cell, out: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def per_image(cell: Cell, out: dict, threshold_img: float, tau_px: float) -> pd.DataFrame:
-    """Per test image: prediction at the image threshold and pixel IoU at tau (for paired tests, FN bins)."""
+def per_image(cell: Cell, out: dict, thresholds: dict, tau_px: float) -> pd.DataFrame:
+    """Per test image: the image decision at each image threshold (``pred_<policy>``, e.g. the paper's
+    oracle tau* and the val-calibrated one) and pixel IoU at the oracle tau (for FN bins, FP shares)."""
     t = out["table"]
     rows = []
     for i, r in enumerate(t.itertuples(index=False)):
@@ -173,13 +177,14 @@ def per_image(cell: Cell, out: dict, threshold_img: float, tau_px: float) -> pd.
         rows.append(
             {
                 "image_id": r.image_id,
+                "underbody_id": r.underbody_id,
                 "viewpoint": r.viewpoint,
                 "label": r.label,
                 "source": r.source,
                 "defect_type": r.defect_type,
                 "area_ratio": float(r.area_ratio),
                 "score": float(r.score),
-                "predicted_anomalous": bool(r.score >= threshold_img),
+                **{f"pred_{k.replace('-', '_')}": bool(r.score >= v) for k, v in thresholds.items()},
                 "pixel_iou": inter / union if union else float("nan"),
                 "model": cell.model,
                 "masked": cell.masked,
@@ -189,34 +194,99 @@ def per_image(cell: Cell, out: dict, threshold_img: float, tau_px: float) -> pd.
     return pd.DataFrame(rows)
 
 
-def evaluate_store(data_root, store_root, manifest: pd.DataFrame, cells=None, progress=True):
-    """Evaluate every finished cell: (metrics rows, per-image rows, broken cells).
+def test_resamples(manifest: pd.DataFrame, viewpoint: str, n_resamples: int, seed: int = B.DEFAULT_SEED):
+    """(test image ids in a fixed order, (n_resamples, n) counts): underbodies resampled within
+    normal/defective, the same for every cell of the viewpoint (so replicates pair across cells)."""
+    sel = manifest[(manifest.viewpoint == viewpoint) & (manifest.split == "test")].sort_values("image_id")
+    view_seed = [int(seed), *(ord(c) for c in viewpoint)]
+    counts = B.resample_counts(sel.underbody_id.to_numpy(), sel.label.to_numpy(), n_resamples, view_seed)
+    return sel.image_id.to_numpy(), counts
+
+
+def cell_replicates(cell: Cell, out: dict, ids, counts) -> dict:
+    """Bootstrap replicates of the headline metrics for one cell's test images."""
+    t = out["table"]
+    pos = pd.Series(np.arange(len(t)), index=t.image_id)[list(ids)].to_numpy()
+    try:
+        return B.replicates(
+            t.iloc[pos].reset_index(drop=True),
+            [out["maps"][i] for i in pos],
+            [out["masks"][i] for i in pos],
+            counts,
+        )
+    except ValueError as exc:
+        raise ValueError(f"cell {cell.key}: {exc}") from None
+
+
+class Evaluation(NamedTuple):
+    """What ``evaluate_store`` returns."""
+
+    metrics: pd.DataFrame  # one row per cell, subset, level, threshold policy
+    images: pd.DataFrame  # one row per cell and test image
+    broken: pd.DataFrame  # cells that could not be evaluated, with the error
+    replicates: pd.DataFrame  # bootstrap replicates: one row per cell and metric, columns b0..b{n-1}
+
+
+REPLICATE_KEYS = ["model", "masked", "seed", "viewpoint", "level", "metric"]
+
+
+def evaluate_store(
+    data_root,
+    store_root,
+    manifest: pd.DataFrame,
+    cells=None,
+    progress=True,
+    n_resamples: int = B.DEFAULT_RESAMPLES,
+    bootstrap_seed: int = B.DEFAULT_SEED,
+) -> Evaluation:
+    """Evaluate every finished cell: metrics, per-image rows, broken cells, bootstrap replicates.
 
     A cell whose stored results are missing, truncated, inconsistent, incomplete or non-finite
-    is reported in ``broken`` (cell, error) and skipped; the others are evaluated.
+    is reported in ``broken`` (cell, error) and skipped; the others are evaluated. Replicates
+    resample the test underbodies of each viewpoint ``n_resamples`` times (0: none), with the same
+    draws for every cell of a viewpoint.
     """
     from tqdm.auto import tqdm
 
     from lib.evaluate.store import list_cells
 
     cells = list_cells(store_root) if cells is None else cells
-    metric_rows, image_rows, broken = [], [], []
+    metric_rows, image_rows, rep_rows, broken = [], [], [], []
+    draws = {}
     for cell in tqdm(cells, desc="evaluating", disable=not progress):
         try:
             out = load_outputs(data_root, store_root, cell, manifest)
             m = evaluate_outputs(cell, out)
+            if n_resamples:
+                if cell.viewpoint not in draws:
+                    draws[cell.viewpoint] = test_resamples(
+                        manifest, cell.viewpoint, n_resamples, bootstrap_seed
+                    )
+                reps = cell_replicates(cell, out, *draws[cell.viewpoint])
         except (StoreError, ValueError, OSError) as exc:
             broken.append({"cell": cell.key, "error": f"{type(exc).__name__}: {exc}"})
             continue
         metric_rows.append(m)
-        cal = m[(m.subset == "test") & (m.policy == "val-calibrated")]
-        orc = m[(m.subset == "test") & (m.policy == "oracle") & (m.level == "pixel")]
-        t_img = float(cal[cal.level == "image"].threshold.iloc[0]) if len(cal) else np.inf
+        test = m[m.subset == "test"]
+        thresholds = {
+            p: float(test[(test.level == "image") & (test.policy == p)].threshold.iloc[0])
+            if len(test[(test.level == "image") & (test.policy == p)])
+            else np.inf
+            for p in ("oracle", "val-calibrated")
+        }
+        orc = test[(test.policy == "oracle") & (test.level == "pixel")]
         tau = float(orc.threshold.iloc[0]) if len(orc) else np.inf
-        image_rows.append(per_image(cell, out, t_img, tau))
+        image_rows.append(per_image(cell, out, thresholds, tau))
+        if n_resamples:
+            key = {"model": cell.model, "masked": cell.masked, "seed": cell.seed, "viewpoint": cell.viewpoint}
+            for (level, metric), values in reps.items():
+                rep_rows.append(
+                    {**key, "level": level, "metric": metric, **{f"b{i}": v for i, v in enumerate(values)}}
+                )
     metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame()
     images = pd.concat(image_rows, ignore_index=True) if image_rows else pd.DataFrame()
-    return metrics, images, pd.DataFrame(broken, columns=["cell", "error"])
+    replicates = pd.DataFrame(rep_rows, columns=REPLICATE_KEYS + [f"b{i}" for i in range(n_resamples)])
+    return Evaluation(metrics, images, pd.DataFrame(broken, columns=["cell", "error"]), replicates)
 
 
 def summary_table(metrics: pd.DataFrame, subset: str, level: str, policy: str, columns) -> pd.DataFrame:
@@ -228,20 +298,134 @@ def summary_table(metrics: pd.DataFrame, subset: str, level: str, policy: str, c
     return g[list(columns)].agg(M.mean_std).reset_index()
 
 
-def fn_by_size(images: pd.DataFrame) -> pd.DataFrame:
-    """Image-level false negatives per size bin (eq. 15 tertiles per view over the test defects)."""
-    anomalous = images[images.label == "anomalous"].copy()
-    if anomalous.empty:
-        return pd.DataFrame()
+SIZE_BINS = ("small", "medium", "large")
+POLICIES = ("oracle", "val-calibrated")
+
+
+def with_size_bins(images: pd.DataFrame) -> pd.DataFrame:
+    """``images`` plus ``size_bin`` for defective images (eq. 15: tertiles of area_ratio per view)."""
+    out = images.copy()
+    out["size_bin"] = ""
+    anomalous = out[out.label == "anomalous"].drop_duplicates("image_id")
     bins = {}
-    for view, g in anomalous.drop_duplicates("image_id").groupby("viewpoint"):
+    for view, g in anomalous.groupby("viewpoint"):
         b = M.size_bins(g.area_ratio.to_numpy(), np.full(len(g), view))
         bins.update(dict(zip(g.image_id, b, strict=True)))
-    anomalous["size_bin"] = anomalous.image_id.map(bins)
-    anomalous["fn"] = ~anomalous.predicted_anomalous
+    sel = out.label == "anomalous"
+    out.loc[sel, "size_bin"] = out.loc[sel, "image_id"].map(bins)
+    return out
+
+
+def _pred(images: pd.DataFrame, policy: str) -> pd.Series:
+    col = f"pred_{policy.replace('-', '_')}"
+    if col not in images:
+        raise ValueError(f"unknown threshold policy {policy!r}; choose one of {POLICIES}")
+    return images[col].astype(bool)
+
+
+def fn_by_size(images: pd.DataFrame, policy: str = "oracle") -> pd.DataFrame:
+    """Image-level false negatives per size bin, per seed, at the image threshold of ``policy``
+    (``oracle`` = the paper's operating point on the test set itself; ``val-calibrated``)."""
+    x = with_size_bins(images)
+    anomalous = x[x.label == "anomalous"].copy()
+    if anomalous.empty:
+        return pd.DataFrame()
+    anomalous["fn"] = ~_pred(anomalous, policy)
     out = (
-        anomalous.groupby(["model", "masked", "viewpoint", "size_bin"])
+        anomalous.groupby(["model", "masked", "viewpoint", "seed", "size_bin"])
         .fn.sum()
         .unstack("size_bin", fill_value=0)
     )
-    return out.reindex(columns=["small", "medium", "large"], fill_value=0).reset_index()
+    out = out.reindex(columns=list(SIZE_BINS), fill_value=0).reset_index()
+    out["total"] = out[list(SIZE_BINS)].sum(axis=1)
+    out.insert(0, "threshold", policy)
+    return out
+
+
+def over_seeds(table: pd.DataFrame, keys, columns) -> pd.DataFrame:
+    """Mean ± std over seeds of per-seed ``columns`` (as text)."""
+    g = table.groupby(list(keys), sort=True)
+    return g[list(columns)].agg(M.mean_std).reset_index()
+
+
+def image_fp_share(images: pd.DataFrame, policy: str = "oracle") -> pd.DataFrame:
+    """Image-level TP/FP/FN and FP share = FP / (FP + FN) (eq. 13) per cell at ``policy``'s threshold."""
+    x = images.assign(pred=_pred(images, policy), y=images.label == "anomalous")
+    rows = []
+    for (model, masked, view, seed), g in x.groupby(["model", "masked", "viewpoint", "seed"], sort=True):
+        fp, fn = int((g.pred & ~g.y).sum()), int((~g.pred & g.y).sum())
+        rows.append(
+            {
+                "threshold": policy,
+                "model": model,
+                "masked": masked,
+                "viewpoint": view,
+                "seed": seed,
+                "fp": fp,
+                "fn": fn,
+                "fp_share": fp / (fp + fn) if fp + fn else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def label_of(model: str, masked: bool) -> str:
+    return model + ("†" if masked else "")
+
+
+def intervals(metrics: pd.DataFrame, replicates: pd.DataFrame, subset: str = "test") -> pd.DataFrame:
+    """Per (model, masked, viewpoint) and headline metric: mean and std over seeds (threshold-free,
+    test split) and the 95% bootstrap interval of the seed-mean (replicates averaged over seeds)."""
+    rows = []
+    base = metrics[(metrics.subset == subset) & (metrics.policy == "oracle")]
+    bcols = [c for c in replicates.columns if c.startswith("b") and c[1:].isdigit()]
+    for (model, masked, view, level, metric), g in replicates.groupby(
+        ["model", "masked", "viewpoint", "level", "metric"], sort=True
+    ):
+        rows_m = base[
+            (base.model == model) & (base.masked == masked) & (base.viewpoint == view) & (base.level == level)
+        ]
+        vals = rows_m[metric].to_numpy(float)
+        random = bool(rows_m.get("random_backbone", pd.Series(dtype=bool)).astype(bool).any())
+        lo, hi = B.percentile_interval(g[bcols].to_numpy(float).mean(0))
+        rows.append(
+            {
+                "model": model,
+                "masked": bool(masked),
+                "label": label_of(model, masked) + (" [random backbone]" if random else ""),
+                "viewpoint": view,
+                "level": level,
+                "metric": metric,
+                "n_seeds": len(vals),
+                "mean": float(np.mean(vals)) if len(vals) else np.nan,
+                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else np.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def format_interval(r) -> str:
+    """'0.850 [0.780, 0.910]' or, over seeds, '0.850 ± 0.012 [0.780, 0.910]'."""
+    mid = f"{r['mean']:.3f}" if np.isnan(r["std"]) else f"{r['mean']:.3f} ± {r['std']:.3f}"
+    return f"{mid} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
+def headline_table(iv: pd.DataFrame) -> pd.DataFrame:
+    """Models as rows; one column per viewpoint and headline metric, each 'value [95% CI]'."""
+    if iv.empty:
+        return pd.DataFrame()
+    x = iv.assign(
+        column=iv.level + " " + iv.metric.str.upper().str.replace("AUPR", "AU-PR") + " " + iv.viewpoint,
+        text=iv.apply(format_interval, axis=1),
+    )
+    order = [
+        f"{lvl} {m} {v}"
+        for lvl, m in (("image", "AUROC"), ("image", "AU-PR"), ("pixel", "AUROC"), ("pixel", "AUPRO"))
+        for v in sorted(iv.viewpoint.unique())
+    ]
+    wide = x.pivot(index="label", columns="column", values="text")
+    return (
+        wide.reindex(columns=[c for c in order if c in wide.columns]).reset_index().rename_axis(None, axis=1)
+    )

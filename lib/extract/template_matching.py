@@ -152,6 +152,57 @@ def crop(frame: np.ndarray, x: int, y: int, size: tuple[int, int]) -> np.ndarray
     return frame[y : y + h, x : x + w].copy()
 
 
+def _extract_pass(job):
+    """Scan one pass and cut its crops (a worker's unit): (crops, scores, rejected, frames, match s)."""
+    root, row, wanted, matchers, threshold, out_dir, gt_mask_for = job
+    video = Path(row["video_path"])
+    video = video if video.is_absolute() else root / video
+    t0 = time.perf_counter()
+    expected = row.get("n_frames")
+    scores, _ = scan_video(video, {v: matchers[v] for v in wanted}, expected_frames=expected)
+    t_match = time.perf_counter() - t0
+    n_frames = int(scores.frame_index.nunique())
+    scores.insert(0, "pass_id", int(row["pass_id"]))
+    picks, rejected, crops = [], [], []
+    for view, n in wanted.items():
+        try:
+            sel = select_frames(scores, view, threshold, n)
+        except LookupError as exc:
+            rejected.append({"pass_id": int(row["pass_id"]), "viewpoint": view, "reason": str(exc)})
+            continue
+        picks += [(view, r) for _, r in sel.iterrows()]
+    need = {int(r.frame_index) for _, r in picks}
+    frames = {k: f for k, f in read_video_frames(video) if k in need} if need else {}
+    for rank, (view, r) in enumerate(picks):
+        k = int(r.frame_index)
+        size = matchers[view].size
+        image = crop(frames[k], int(r.x), int(r.y), size)
+        rel = f"{out_dir}/{view}/{row['underbody_id']}_f{k:03d}.png"
+        write_image(root / rel, image)
+        rec = {
+            "pass_id": int(row["pass_id"]),
+            "underbody_id": row["underbody_id"],
+            "viewpoint": view,
+            "frame_index": k,
+            "match_score": round(float(r.score), 6),
+            "match_x": int(r.x),
+            "match_y": int(r.y),
+            "image_path": rel,
+            "mask_path": "",
+            "rank": rank,
+        }
+        if gt_mask_for is not None:
+            full = gt_mask_for(int(row["pass_id"]), k)
+            if full is not None and full.any():
+                m = crop(full, int(r.x), int(r.y), size)
+                if m.any():
+                    mrel = f"{out_dir}/{view}/{row['underbody_id']}_f{k:03d}_mask.png"
+                    write_image(root / mrel, m)
+                    rec["mask_path"] = mrel
+        crops.append(rec)
+    return crops, scores, rejected, n_frames, t_match
+
+
 def extract_crops(
     data_root: Path | str,
     plan: pd.DataFrame,
@@ -161,72 +212,56 @@ def extract_crops(
     out_dir: str = "frames",
     gt_mask_for=None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Scan every pass in ``plan`` and cut the crops it asks for.
 
     ``frames_for(row) -> {viewpoint: n_frames}`` says which viewpoints and how many frames to take
-    from a pass; ``gt_mask_for(pass_id, frame_index)`` (optional) gives the frame's GT mask, cropped
-    at the same matched location. Returns (crops table, all scores, timing). A pass whose template
-    never reaches the threshold is recorded as rejected, not fatal.
+    from a pass; ``gt_mask_for(pass_id, frame_index)`` (optional, picklable for ``workers`` > 1)
+    gives the frame's GT mask, cropped at the same matched location. Passes are scanned by
+    ``workers`` processes (default: up to 2 cores); the output does not depend on their number.
+    Returns (crops table, all scores, timing). A pass whose template never reaches the threshold
+    is recorded as rejected, not fatal.
     """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
     root = Path(data_root)
     matchers = load_matchers(root, sorted({v for _, r in plan.iterrows() for v in frames_for(r)}), coarse)
-    crops, all_scores, rejected = [], [], []
-    n_frames, t_match = 0, 0.0
-    for _, row in tqdm(list(plan.iterrows()), desc="extracting", unit="pass", disable=not progress):
-        video = Path(row.video_path)
-        video = video if video.is_absolute() else root / video
+    jobs = []
+    for _, row in plan.iterrows():
         wanted = frames_for(row)
-        t0 = time.perf_counter()
-        expected = row.get("n_frames") if hasattr(row, "get") else None
-        scores, _ = scan_video(video, {v: matchers[v] for v in wanted}, expected_frames=expected)
-        t_match += time.perf_counter() - t0
-        n_frames += int(scores.frame_index.nunique())
-        scores.insert(0, "pass_id", int(row.pass_id))
-        all_scores.append(scores)
-        picks = []
-        for view, n in wanted.items():
-            try:
-                sel = select_frames(scores, view, threshold, n)
-            except LookupError as exc:
-                rejected.append({"pass_id": int(row.pass_id), "viewpoint": view, "reason": str(exc)})
-                continue
-            picks += [(view, r) for _, r in sel.iterrows()]
-        need = {int(r.frame_index) for _, r in picks}
-        frames = {k: f for k, f in read_video_frames(video) if k in need} if need else {}
-        for rank, (view, r) in enumerate(picks):
-            k = int(r.frame_index)
-            size = matchers[view].size
-            image = crop(frames[k], int(r.x), int(r.y), size)
-            rel = f"{out_dir}/{view}/{row.underbody_id}_f{k:03d}.png"
-            write_image(root / rel, image)
-            rec = {
-                "pass_id": int(row.pass_id),
-                "underbody_id": row.underbody_id,
-                "viewpoint": view,
-                "frame_index": k,
-                "match_score": round(float(r.score), 6),
-                "match_x": int(r.x),
-                "match_y": int(r.y),
-                "image_path": rel,
-                "mask_path": "",
-                "rank": rank,
-            }
-            if gt_mask_for is not None:
-                full = gt_mask_for(int(row.pass_id), k)
-                if full is not None and full.any():
-                    m = crop(full, int(r.x), int(r.y), size)
-                    if m.any():
-                        mrel = f"{out_dir}/{view}/{row.underbody_id}_f{k:03d}_mask.png"
-                        write_image(root / mrel, m)
-                        rec["mask_path"] = mrel
-            crops.append(rec)
+        jobs.append(
+            (root, row.to_dict(), wanted, {v: matchers[v] for v in wanted}, threshold, out_dir, gt_mask_for)
+        )
+    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    bar = tqdm(total=len(jobs), desc="extracting", unit="pass", disable=not progress)
+    results = []
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            results.append(_extract_pass(job))
+            bar.update()
+    else:
+        # spawn, not fork: a forked OpenCV thread pool can deadlock the children
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for res in pool.map(_extract_pass, jobs, chunksize=4):
+                results.append(res)
+                bar.update()
+    bar.close()
+    crops = [c for r in results for c in r[0]]
+    all_scores = [r[1] for r in results]
+    rejected = [x for r in results for x in r[2]]
+    n_frames = sum(r[3] for r in results)
+    t_match = sum(r[4] for r in results)
     scores = pd.concat(all_scores, ignore_index=True) if all_scores else pd.DataFrame()
     table = pd.DataFrame(crops)
     timing = {
         "frames": n_frames,
         "match_s": round(t_match, 2),
         "fps": round(n_frames / max(t_match, 1e-9), 1),
+        "workers": workers,
     }
     if rejected:
         timing["rejected"] = rejected

@@ -1,0 +1,137 @@
+"""The report reviewers read: index with claims and headline tables and inline figures; no-code renders."""
+
+from html.parser import HTMLParser
+
+import matplotlib
+
+matplotlib.use("Agg")
+import nbformat
+import pandas as pd
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from lib import plots
+from lib.workbook import render_html, report_path, write_index
+
+
+class Tables(HTMLParser):
+    """Every <table> as a list of rows (cell texts), every <h2>, every <img src>."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.h2, self.imgs, self._cell, self._tag = [], [], [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        elif self._tag == "h2":
+            self.h2.append(data)
+
+
+def _data_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "tables").mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "label": ["patchcore", "patchcore†"],
+            "image AUROC front": ["0.800 [0.700, 0.900]", "0.950 [0.900, 0.990]"],
+        }
+    ).to_csv(root / "tables" / "headline.csv", index=False)
+    pd.DataFrame(
+        {
+            "claim": ["Masking (†) improves every model's image AUROC in every viewpoint (7.1, Table 4)"],
+            "paper": ["every masked variant above its raw one"],
+            "ours": ["1 of 1 pairs higher"],
+            "evidence": ["p_BH 0.01-0.01 (DeLong, seed 0)"],
+            "verdict": ["reproduced"],
+        }
+    ).to_csv(root / "tables" / "claims.csv", index=False)
+    fig = plots.interval_plot(
+        pd.DataFrame(
+            {
+                "label": ["patchcore"],
+                "viewpoint": ["front"],
+                "level": ["image"],
+                "metric": ["auroc"],
+                "mean": [0.8],
+                "ci_low": [0.7],
+                "ci_high": [0.9],
+            }
+        ),
+        "image",
+        "auroc",
+    )
+    plots.save_figure(fig, root / "figures" / "image_auroc_intervals.png")
+    return root
+
+
+def test_index_holds_claims_headline_figures_and_links(tmp_path):
+    root = _data_root(tmp_path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    results = [
+        {
+            "notebook": "08_evaluate.ipynb",
+            "html": runs / "08_evaluate.html",
+            "report": runs / "08_evaluate.report.html",
+            "seconds": 3.0,
+            "error": None,
+        },
+        {
+            "cell": "patchcore/front/raw/seed0",
+            "html": None,
+            "seconds": 5.0,
+            "error": "boom",
+            "log": runs / "w.log",
+            "reason": "not run",
+        },
+    ]
+    page = write_index(runs, results, "T", root, "Wall time of this run: 1.0 min").read_text()
+    p = Tables()
+    p.feed(page)
+    assert "Claims of the paper, tested on this run" in p.h2 and "Headline results" in p.h2
+    claims = next(t for t in p.tables if t[0][:2] == ["claim", "paper"])
+    assert claims[1][-1] == "reproduced" and "class='reproduced'" in page
+    head = next(t for t in p.tables if t[0][0] == "model († = masked)")
+    assert head[2] == ["patchcore†", "0.950 [0.900, 0.990]"]
+    assert len(p.imgs) == 1 and p.imgs[0].startswith(
+        "data:image/png;base64,"
+    )  # inline: the page stands alone
+    assert "href='08_evaluate.report.html'" in page and "href='08_evaluate.html'" in page
+    assert "boom" in page and "href='w.log'" in page
+    md = (runs / "results.md").read_text()
+    assert "| patchcore† | 0.950 [0.900, 0.990] |" in md and "| reproduced |" in md
+
+
+def test_report_render_has_no_code(tmp_path):
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Title"),
+            new_code_cell(
+                "secret_variable_name = 41 + 1\nsecret_variable_name",
+                outputs=[new_output("execute_result", data={"text/plain": "42"}, execution_count=1)],
+            ),
+        ]
+    )
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(path))
+    full = render_html(path, tmp_path / "nb.html").read_text()
+    report = render_html(path, report_path(tmp_path / "nb.html"), exclude_input=True).read_text()
+    assert "secret_variable_name" in full and "secret_variable_name" not in report
+    assert "42" in report and "Title" in report
+    assert report_path(tmp_path / "nb.html").name == "nb.report.html"
