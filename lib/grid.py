@@ -14,6 +14,7 @@ cell, GPU resources declared per task; a local Ray instance, or ``address=`` to 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -331,6 +332,11 @@ def make_executor(kind: str = "sequential", **kwargs):
     raise ValueError(f"unknown executor {kind!r}; choose sequential, process or ray")
 
 
+def _dispatch(cell_fn, shared_fn, task, *args):
+    """A grid item in a worker: a shared task (teacher) or a cell (module level: spawn pickles it)."""
+    return (shared_fn if isinstance(task, SharedTask) else cell_fn)(task, *args)
+
+
 def run_grid(
     cells,
     profile,
@@ -341,11 +347,14 @@ def run_grid(
     progress=True,
     cell_fn=None,
     identities: dict | None = None,
+    shared_fn=None,
 ):
     """Run every cell that is not done and current; returns results, skipped and re-run cells.
 
     ``identities`` (cell -> expected identity, see ``expected_identities``) decides "current";
-    without it a cell with any DONE counts as done. Crashes are collected, never raised.
+    without it a cell with any DONE counts as done. Crashes are collected, never raised. With a
+    process executor, what cells share (EfficientAD teachers, ``shared_fn``, default
+    ``run_shared_task``) runs as tasks of the pool that the cells needing them wait for.
     """
     from lib.fileio import write_json
     from lib.identity import stale_reason
@@ -364,7 +373,7 @@ def run_grid(
     rerun = [{"cell": c.key, "reason": reasons[c]} for c in todo if reasons[c] != "not run"]
     # a process pool trains the shared teachers as tasks of its own: the cells that need one start
     # when it is ready, the others fill the workers meanwhile (other executors: before the grid)
-    shared = shared_tasks(todo) if isinstance(executor, ProcessExecutor) and cell_fn is None else []
+    shared = shared_tasks(todo) if isinstance(executor, ProcessExecutor) else []
     items = [(t, profile, str(data_root), str(runs_dir), str(notebook_dir)) for t in shared]
     items += [(c, profile, str(data_root), str(runs_dir), str(notebook_dir)) for c in todo]
     index_of = {t.model: i for i, t in enumerate(shared)}
@@ -372,9 +381,6 @@ def run_grid(
     cells_dir = Path(runs_dir) / "cells"
     results, shared_results = [], []
     t0 = time.perf_counter()
-
-    def dispatch(task, *args):
-        return (run_shared_task if isinstance(task, SharedTask) else fn)(task, *args)
 
     def log_for(it):
         name = f"teacher_{it[0].model}" if isinstance(it[0], SharedTask) else cell_name(it[0])
@@ -388,7 +394,8 @@ def run_grid(
         unit="cell",
         disable=not progress,
     ) as bar:
-        for item, res in executor.map_unordered(dispatch if shared else fn, items, log_for=log_for, **kwargs):
+        work = functools.partial(_dispatch, fn, shared_fn or run_shared_task) if shared else fn
+        for item, res in executor.map_unordered(work, items, log_for=log_for, **kwargs):
             cell = item[0]
             if isinstance(cell, SharedTask):
                 if "crashed" in res:

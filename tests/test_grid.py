@@ -131,3 +131,42 @@ def test_shared_teacher_tasks_precede_efficientad_cells():
     cells = grid.plan_grid(["efficientad_s", "patchcore", "efficientad_m"], ["front"], ["raw"], [0])
     assert [t.model for t in grid.shared_tasks(cells)] == ["efficientad_m", "efficientad_s"]
     assert grid.shared_tasks(cells[1:2]) == []
+
+
+def _fake_teacher(task, *_):
+    import time
+
+    start = time.time()
+    time.sleep(6.0)
+    return {"cell": task.key, "error": None, "html": None, "seconds": 6.0, "start": start, "end": time.time()}
+
+
+def _stamped_cell(cell, *_):
+    import time
+
+    start = time.time()
+    time.sleep(0.1)
+    return {"cell": cell.key, "error": None, "html": None, "seconds": 0.1, "start": start, "end": time.time()}
+
+
+def test_grid_trains_teachers_as_pool_tasks_before_the_cells_that_need_them(tmp_path):
+    """The real path of `make run`: spawned workers (everything pickled), teacher first, other cells beside it."""
+    cells = grid.plan_grid(["efficientad_s", "patchcore", "baseline"], ["front"], ["raw"], [0])
+    ex = grid.make_executor("process", workers=2, threads=1)
+    out = grid.run_grid(
+        cells,
+        "smoke",
+        tmp_path / "d",
+        tmp_path / "r",
+        tmp_path,
+        ex,
+        False,
+        _stamped_cell,
+        shared_fn=_fake_teacher,
+    )
+    (teacher,) = out["shared"]
+    assert teacher["cell"] == "teacher for efficientad_s" and teacher["error"] is None
+    got = {r["cell"].split("/")[0]: r for r in out["results"]}
+    assert set(got) == {"efficientad_s", "patchcore", "baseline"}
+    assert got["efficientad_s"]["start"] >= teacher["end"]
+    assert got["patchcore"]["end"] <= teacher["end"] and got["baseline"]["end"] <= teacher["end"]
