@@ -182,7 +182,7 @@ def interval_plot(iv, level: str, metric: str, title: str = ""):
     ax.set_yticks(np.arange(len(labels)) * (len(views) + 1) + (len(views) - 1) / 2)
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
-    name = f"{level} {metric.upper().replace('AUPR', 'AU-PR')}"
+    name = f"{level} {dict(auroc='AUROC', aupr='AU-PR', aupro='AUPRO').get(metric, metric)}"
     ax.set_xlabel(f"{name} (95% bootstrap interval over test underbodies)")
     ax.set_title(title or f"{name}, test split")
     ax.grid(axis="x", alpha=0.3)

@@ -131,6 +131,34 @@ def update_readme(results_md: Path, readme: Path = REPO_ROOT / "README.md", note
     return write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
+def time_breakdown(results: list[dict], shared: list[dict] = (), workers: int = 1) -> list[dict]:
+    """Where a run's time went: each numbered notebook, the shared teachers and each model's grid cells
+    (seconds each item took in its worker, kernel start and HTML included; ``workers`` ran the grid in
+    parallel, so the grid's wall time is about the grid rows' sum / workers)."""
+    rows = []
+    for r in results:
+        if r.get("notebook"):
+            rows.append({"part": r["notebook"], "items": 1, "worker_s": float(r["seconds"])})
+    if shared:
+        rows.append(
+            {
+                "part": "grid: teachers",
+                "items": len(shared),
+                "worker_s": float(sum(r["seconds"] for r in shared)),
+            }
+        )
+    per_model: dict[str, list[float]] = {}
+    for r in results:
+        if not r.get("notebook") and r.get("cell"):
+            per_model.setdefault(r["cell"].split("/")[0], []).append(float(r["seconds"]))
+    for model, secs in sorted(per_model.items(), key=lambda kv: -sum(kv[1])):
+        rows.append({"part": f"grid: {model} cells", "items": len(secs), "worker_s": float(sum(secs))})
+    for r in rows:
+        r["worker_s"] = round(r["worker_s"], 1)
+        r["wall_min"] = round(r["worker_s"] / (workers if r["part"].startswith("grid") else 1) / 60, 2)
+    return rows
+
+
 def run_summary(results: list[dict], seconds: float, executor: str, skipped: int = 0) -> str:
     """One line saying how long this invocation took, on what, and what it ran."""
     import os
@@ -184,7 +212,12 @@ def _inline_png(path: Path) -> str:
 
 
 def write_index(
-    out_dir: Path, results: list[dict], title: str, data_root: Path | None = None, summary: str = ""
+    out_dir: Path,
+    results: list[dict],
+    title: str,
+    data_root: Path | None = None,
+    summary: str = "",
+    breakdown: list[dict] | None = None,
 ) -> Path:
     """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
     intervals, key figures inline, run summary, every notebook as a report and with code) and
@@ -243,6 +276,14 @@ def write_index(
             "</figcaption></figure>"
             for p, cap in shown
         ]
+    if breakdown:
+        import pandas as pd
+
+        parts.append(
+            "<h2>Where the time went</h2><p>Seconds each part took in its worker (kernel start and HTML "
+            "included); grid rows ran on parallel workers, so their wall time is about worker_s / workers.</p>"
+            + _html_table(pd.DataFrame(breakdown))
+        )
     if books:
         parts.append(
             "<h2>Notebooks</h2><table><thead><tr><th>notebook</th><th>report (no code)</th><th>with code</th>"
@@ -345,7 +386,7 @@ def run_workbook(
             return True
 
         books = list_notebooks(notebook_dir, only)
-        skipped = 0
+        skipped, shared, ex = 0, [], None
         if only:
             run_list(books)
             summary = run_summary(results, time.perf_counter() - started, "none (--only)")
@@ -370,9 +411,16 @@ def run_workbook(
                 f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s"
             )
             results += grid["results"]
+            shared = grid.get("shared", [])
             skipped = len(grid["skipped"])
             run_list(post)
         summary = run_summary(results, time.perf_counter() - started, executor, skipped)
+        breakdown = time_breakdown(results, shared, getattr(ex, "workers", 1) if ex is not None else 1)
         print(summary, flush=True)
-        write_index(runs, results, title, data, summary)
+        print("where the time went (wall_min of grid rows = worker seconds / workers):")
+        for row in breakdown:
+            print(
+                f"  {row['part']:<32} {row['items']:>3} item(s) {row['worker_s']:>8.1f} s  ~{row['wall_min']:.2f} min"
+            )
+        write_index(runs, results, title, data, summary, breakdown)
         return results

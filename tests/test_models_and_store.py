@@ -69,7 +69,11 @@ def test_cell_to_tables_on_smoke_dataset(built, tmp_path):
     iv = ev.intervals(metrics, reps)
     assert (iv.ci_low <= iv.ci_high).all() and iv.n_seeds.eq(1).all()
     head = ev.headline_table(iv)
-    assert set(head.label) == {"baseline", "baseline†"} and "image AUROC front" in head.columns
+    assert set(head.label) == {"baseline", "baseline†"}
+    assert list(head.columns[1:]) == [
+        f"{level} {m} front"
+        for level, m in (("image", "AUROC"), ("image", "AU-PR"), ("pixel", "AUROC"), ("pixel", "AUPRO"))
+    ]
     assert head["image AUROC front"].str.match(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]$").all()
     assert set(metrics.policy) == {"oracle", "val-calibrated"}
     assert set(metrics.level) == {"image", "pixel"}

@@ -135,3 +135,19 @@ def test_report_render_has_no_code(tmp_path):
     assert "secret_variable_name" in full and "secret_variable_name" not in report
     assert "42" in report and "Title" in report
     assert report_path(tmp_path / "nb.html").name == "nb.report.html"
+
+
+def test_time_breakdown_groups_cells_by_model_and_divides_the_grid_by_workers():
+    from lib.workbook import time_breakdown
+
+    results = [
+        {"notebook": "00_acquire.ipynb", "seconds": 60.0, "error": None},
+        {"cell": "patchcore/front/raw/seed0", "seconds": 30.0, "error": None},
+        {"cell": "patchcore/back/raw/seed0", "seconds": 30.0, "error": None},
+        {"cell": "efficientad_m/front/raw/seed0", "seconds": 150.0, "error": None},
+    ]
+    rows = {r["part"]: r for r in time_breakdown(results, [{"seconds": 120.0}], workers=2)}
+    assert rows["00_acquire.ipynb"]["wall_min"] == 1.0
+    assert rows["grid: teachers"]["worker_s"] == 120.0 and rows["grid: teachers"]["wall_min"] == 1.0
+    assert rows["grid: patchcore cells"]["items"] == 2 and rows["grid: patchcore cells"]["worker_s"] == 60.0
+    assert list(rows)[2] == "grid: efficientad_m cells"  # the costliest model first

@@ -412,12 +412,15 @@ def format_interval(r) -> str:
     return f"{mid} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
 
 
+METRIC_NAMES = {"auroc": "AUROC", "aupr": "AU-PR", "aupro": "AUPRO"}
+
+
 def headline_table(iv: pd.DataFrame) -> pd.DataFrame:
     """Models as rows; one column per viewpoint and headline metric, each 'value [95% CI]'."""
     if iv.empty:
         return pd.DataFrame()
     x = iv.assign(
-        column=iv.level + " " + iv.metric.str.upper().str.replace("AUPR", "AU-PR") + " " + iv.viewpoint,
+        column=iv.level + " " + iv.metric.map(METRIC_NAMES) + " " + iv.viewpoint,
         text=iv.apply(format_interval, axis=1),
     )
     order = [
