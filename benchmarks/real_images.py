@@ -79,7 +79,12 @@ def anomalib_patchcore(train, images, y, size):
     ano = PatchcoreModel(
         layers=list(fe.model.feature_info.module_name()), backbone=backbone, pre_trained=False
     )
-    ano.feature_extractor.feature_extractor.load_state_dict(fe.model.state_dict(), strict=False)
+    loaded = ano.feature_extractor.feature_extractor.load_state_dict(fe.model.state_dict(), strict=False)
+    if loaded.missing_keys:  # a partly random backbone would make the comparison meaningless
+        raise RuntimeError(
+            f"anomalib's backbone did not take our weights: {len(loaded.missing_keys)} missing keys, "
+            f"e.g. {loaded.missing_keys[:3]}"
+        )
 
     def tensor(x):
         t = torch.from_numpy(np.ascontiguousarray(x)).flip(-1).permute(0, 3, 1, 2).float() / 255.0
