@@ -16,6 +16,7 @@ and weights; otherwise that row says "not in this environment".
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -23,11 +24,12 @@ import cv2
 import numpy as np
 import torch
 
-from lib.config import load_profile
-from lib.dataset.mvtec import import_mvtec
-from lib.dataset.photo_textures import make_photo_texture_folder
-from lib.evaluate import metrics as M
-from lib.models import make_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `lib` also from the anomalib environment
+from lib.config import load_profile  # noqa: E402
+from lib.dataset.mvtec import import_mvtec  # noqa: E402
+from lib.dataset.photo_textures import make_photo_texture_folder  # noqa: E402
+from lib.evaluate import metrics as M  # noqa: E402
+from lib.models import make_model  # noqa: E402
 from lib.models.data import load_images
 
 #: quick-profile budgets, at the benchmark's input size
