@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from lib.acquire import underbody as ub
 from lib.config import VIEWPOINTS, Profile
 from lib.fileio import atomic_path, ensure_writable_dir, write_csv, write_image, write_json
+from lib.parallel import default_workers, ordered_map
 
 #: Margin (paper px) added around the sealant trajectory for the default ROI mask (section 4.4).
 DEFAULT_ROI_MARGIN = 15.0
@@ -383,24 +380,11 @@ def simulate_line(
     plans = plan_passes(profile, seed)
     if max_passes is not None:
         plans = plans[:max_passes]
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    workers = workers or default_workers()
     t0 = time.perf_counter()
     templates = write_templates(profile, root)
     jobs = [(p, profile, str(root)) for p in plans]
-    results = []
-    bar = tqdm(total=len(jobs), desc=f"simulating {profile.name} line", unit="pass", disable=not progress)
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(_render_job(job))
-            bar.update()
-    else:
-        # spawn, not fork: a forked OpenCV thread pool can deadlock the children
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for res in pool.map(_render_job, jobs, chunksize=1):
-                results.append(res)
-                bar.update()
-    bar.close()
+    results = ordered_map(_render_job, jobs, workers, f"simulating {profile.name} line", "pass", progress)
     wall = time.perf_counter() - t0
     passes = pd.DataFrame([r["row"] for r in results])
     write_csv(root / "passes.csv", passes)

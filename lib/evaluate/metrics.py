@@ -331,15 +331,21 @@ def paired_tests(values: dict[str, np.ndarray], alpha: float = 0.05):
     rows = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            x, y = np.asarray(values[a], float), np.asarray(values[b], float)
-            with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-                warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on (near-)constant differences
-                t, p = stats.ttest_rel(x, y)  # a constant difference gets scipy's own answer
-            rows.append({"a": a, "b": b, "mean_diff": float((x - y).mean()), "t": float(t), "p": float(p)})
+            r = paired_t(values[a], values[b])
+            rows.append({"a": a, "b": b, "mean_diff": r["diff"], "t": r["t"], "p": r["p"]})
     for r, q in zip(rows, benjamini_hochberg([r["p"] for r in rows]), strict=True):
         r["p_bh"] = float(q)
         r["significant"] = bool(q < alpha)
     return rows
+
+
+def paired_t(x, y) -> dict:
+    """Paired t-test of x vs y: mean difference, t, p (a constant difference gets scipy's own answer)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on (near-)constant differences
+        t, p = stats.ttest_rel(x, y)
+    return {"diff": float((x - y).mean()), "t": float(t), "p": float(p)}
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:

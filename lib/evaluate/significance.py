@@ -14,13 +14,13 @@ masked vs raw of each model within one viewpoint. BH runs within a family (and p
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from lib.evaluate import metrics as M
+from lib.evaluate.evaluate import label_of
 
 MIN_SEEDS_FOR_T = 3
 ALPHA = 0.05
@@ -62,13 +62,7 @@ def delong_test(y_true, score_a, score_b) -> dict:
     return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "diff": float(diff), "z": float(z), "p": p}
 
 
-def paired_t(x, y) -> dict:
-    """Paired t-test of x vs y (per-seed values paired by seed): mean diff, t, p (scipy's own answer)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        t, p = stats.ttest_rel(x, y)
-    return {"diff": float((x - y).mean()), "t": float(t), "p": float(p)}
+paired_t = M.paired_t  # per-seed values of two variants, paired by seed
 
 
 def _delong_or_note(y, a, b) -> dict:
@@ -84,10 +78,6 @@ def _bh(rows: list[dict], alpha: float) -> list[dict]:
         r["p_bh"] = float(q)
         r["significant"] = bool(np.isfinite(q) and q < alpha)
     return rows
-
-
-def _label(model: str, masked: bool) -> str:
-    return model + ("†" if masked else "")
 
 
 def delong_families(images: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
@@ -108,8 +98,8 @@ def delong_families(images: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
                         "family": f"models, {view}, {'masked' if masked else 'raw'}",
                         "viewpoint": view,
                         "seed": seed,
-                        "a": _label(ma, masked),
-                        "b": _label(mb, masked),
+                        "a": label_of(ma, masked),
+                        "b": label_of(mb, masked),
                         **r,
                     }
                 )
@@ -123,7 +113,7 @@ def delong_families(images: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
                         "family": f"masking, {view}",
                         "viewpoint": view,
                         "seed": seed,
-                        "a": _label(model, True),
+                        "a": label_of(model, True),
                         "b": model,
                         **r,
                     }
@@ -178,8 +168,8 @@ def t_test_families(
                         "family": family,
                         "viewpoint": view,
                         "metric": f"image {metric}",
-                        "a": _label(*ka),
-                        "b": _label(*kb),
+                        "a": label_of(*ka),
+                        "b": label_of(*kb),
                         "n_seeds": len(both),
                     }
                     if len(both) < MIN_SEEDS_FOR_T:

@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from lib.acquire.sealant_line import read_video_frames
 from lib.fileio import read_image, write_csv, write_image
@@ -223,9 +222,7 @@ def extract_crops(
     Returns (crops table, all scores, timing). A pass whose template never reaches the threshold
     is recorded as rejected, not fatal.
     """
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    from lib.parallel import default_workers, ordered_map
 
     root = Path(data_root)
     matchers = load_matchers(root, sorted({v for _, r in plan.iterrows() for v in frames_for(r)}), coarse)
@@ -235,21 +232,8 @@ def extract_crops(
         jobs.append(
             (root, row.to_dict(), wanted, {v: matchers[v] for v in wanted}, threshold, out_dir, gt_mask_for)
         )
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
-    bar = tqdm(total=len(jobs), desc="extracting", unit="pass", disable=not progress)
-    results = []
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(_extract_pass(job))
-            bar.update()
-    else:
-        # spawn, not fork: a forked OpenCV thread pool can deadlock the children
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for res in pool.map(_extract_pass, jobs, chunksize=4):
-                results.append(res)
-                bar.update()
-    bar.close()
+    workers = workers or default_workers()
+    results = ordered_map(_extract_pass, jobs, workers, "extracting", "pass", progress, chunksize=4)
     crops = [c for r in results for c in r[0]]
     all_scores = [r[1] for r in results]
     rejected = [x for r in results for x in r[2]]
