@@ -43,7 +43,64 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--profile", default="auto", help="the data root is data/<profile> unless --data-root")
     chk.add_argument("--data-root", default=None)
     chk.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check (files and sizes only)")
+    bun = sub.add_parser("bundle", help="pack a trained model (three viewpoints) for the inspection loop")
+    bun.add_argument("--profile", default="auto")
+    bun.add_argument("--model", required=True, help="grid model name, e.g. patchcore")
+    bun.add_argument("--seed", type=int, default=0)
+    bun.add_argument("--variant", default="masked", choices=["masked", "raw"])
+    bun.add_argument("--data-root", default=None, help="default data/<profile>")
+    bun.add_argument("--alerts", default=None, help="alert rules (TOML); default lib/inspection/alerts.toml")
+    bun.add_argument("--out", required=True)
+    ins = sub.add_parser("inspect", help="inspect a video, a folder of videos or a stream with a bundle")
+    ins.add_argument("source", help="video file | folder of videos | anything cv2.VideoCapture opens")
+    ins.add_argument("--bundle", required=True)
+    ins.add_argument("--out", default="inspection", help="verdicts.jsonl, alerts.jsonl, overlays/")
+    ins.add_argument("--follow", action="store_true", help="folder: wait for new videos")
+    ins.add_argument("--idle-timeout", type=float, default=None, help="--follow: stop after N s without one")
+    ins.add_argument("--mqtt", default=None, help="HOST:PORT: publish verdicts and alerts")
+    ins.add_argument("--alerts", default=None, help="alert rules (TOML); default the bundle's")
+    ins.add_argument("--overlays", default="all", choices=["all", "anomalous", "none"])
     args = parser.parse_args(argv)
+    if args.command == "bundle":
+        from lib.inspection.bundle import BundleError, make_bundle
+
+        try:
+            out = make_bundle(
+                args.profile,
+                args.model,
+                args.out,
+                args.seed,
+                args.variant == "masked",
+                args.data_root,
+                args.alerts,
+            )
+        except (BundleError, FileNotFoundError, ValueError) as exc:
+            print(f"python -m lib bundle: {exc}", file=sys.stderr)
+            return 1
+        print(f"bundle written to {out}")
+        return 0
+    if args.command == "inspect":
+        import json
+
+        from lib.inspection.bundle import BundleError
+        from lib.inspection.inspector import StreamError, run_inspection
+
+        try:
+            summary = run_inspection(
+                args.bundle,
+                args.source,
+                args.out,
+                follow=args.follow,
+                idle_timeout=args.idle_timeout,
+                mqtt=args.mqtt,
+                alerts_config=args.alerts,
+                overlays=args.overlays,
+            )
+        except (BundleError, StreamError, ConnectionError, ValueError) as exc:
+            print(f"python -m lib inspect: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(summary))
+        return 0
 
     if args.command == "run":
         from lib.fileio import DataRootBusy

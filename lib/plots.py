@@ -198,3 +198,48 @@ def save_figure(fig, path) -> str:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
     return str(path)
+
+
+def inspection_timeline(records: list[dict], matched, outcomes, cars, seams, baseline: dict):
+    """Per-seam scores (standardised by their validation-normal baseline) over the stream's
+    underbodies, the drift episode shaded, defective cars dotted and alerts marked (green: true,
+    red: false alarm). ``matched``: the records' rows joined to their cars (same order)."""
+    fig, ax = plt.subplots(figsize=(14, 4.5))
+    x = matched.car.to_numpy()
+    for seam in seams:
+        b = baseline[seam]
+        z = [
+            next(
+                (
+                    (view["seam_scores"][seam] - b["mean"]) / b["std"]
+                    for view in r["views"].values()
+                    if seam in view["seam_scores"]
+                ),
+                np.nan,
+            )
+            for r in records
+        ]
+        ax.plot(x, z, lw=1.2, label=seam)
+    drift = cars[cars.drift == 1]
+    if len(drift):
+        ax.axvspan(
+            drift.car.min() - 0.5, drift.car.max() + 0.5, color="orange", alpha=0.15, label="drift episode"
+        )
+    for c in cars[(cars.defective == 1) & (cars.drift == 0)].car:
+        ax.axvline(c, color="grey", lw=0.6, ls=":")
+    top = ax.get_ylim()[1]
+    if len(outcomes):
+        for rule, marker in (("k_of_n", "v"), ("ewma", "^")):
+            sel = outcomes[outcomes.rule == rule]
+            for ok, colour in ((True, "green"), (False, "red")):
+                s = sel[sel["true"] == ok]
+                if len(s):
+                    label = f"{rule} alert ({'true' if ok else 'false'})"
+                    ax.scatter(
+                        s.car, np.full(len(s), top), marker=marker, color=colour, s=50, label=label, zorder=3
+                    )
+    ax.set_xlabel("underbody (stream order); dotted lines: single defects")
+    ax.set_ylabel("seam score (validation-normal sd units)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig

@@ -216,14 +216,15 @@ def frame_offsets(plan: PassPlan, canvas_w: int, frame_w: int) -> np.ndarray:
     return np.array(xs, np.float64)
 
 
-def render_pass(plan: PassPlan, profile: Profile, data_root: Path, synth: FrameSynth | None = None) -> dict:
-    """Render one pass to ``videos/pass_XXXX.mp4`` (atomic); return its GT row, poses and timings."""
-    t0 = time.perf_counter()
-    cv2.setNumThreads(1)
+def pass_frames(
+    plan: PassPlan, profile: Profile, synth: FrameSynth, drawing: ub.UnderbodyDrawing, wanted=None
+):
+    """Yield ``(k, frame, matrix)`` for the frames of one pass (all, or the indices in ``wanted``).
+
+    The per-frame random draws happen for every frame, wanted or not, so a frame's pixels do not
+    depend on which others are rendered (a stream's chunks can be rendered independently).
+    """
     frame_size = profile.frame_size
-    synth = synth or FrameSynth(frame_size, profile.seed)
-    drawing = ub.draw_underbody(plan.car_seed, profile.scale, plan.defect)
-    t_draw = time.perf_counter() - t0
     canvas_shape = drawing.gloss.shape
     offsets = frame_offsets(plan, canvas_shape[1], frame_size[0])
     rng = np.random.default_rng([plan.car_seed, 23])
@@ -232,32 +233,48 @@ def render_pass(plan: PassPlan, profile: Profile, data_root: Path, synth: FrameS
     noise_pos = np.clip(noise, 0, None).astype(np.uint8)
     noise_neg = np.clip(-noise, 0, None).astype(np.uint8)
     blur_px = max(1, int(round(plan.speed * EXPOSURE_FRACTION)))
+    n = len(offsets)
+    for k, off in enumerate(offsets):
+        t = k / max(1, n - 1)
+        angle = plan.pose_angle * (1 + 0.2 * np.sin(3 * t))
+        dy = plan.pose_dy * profile.scale
+        m = pose_matrix(off, dy, angle, plan.pose_scale, canvas_shape, frame_size)
+        oy, ox = int(rng.integers(0, 16)), int(rng.integers(0, 16))
+        if wanted is not None and k not in wanted:
+            continue
+        lut = illumination_lut(plan.gain * (1 + plan.gain_drift * t), plan.gamma, plan.colour_temp)
+        b = k % 2
+        frame = synth.render(
+            drawing,
+            m,
+            lut,
+            blur_px,
+            noise_pos[b, oy : oy + hf, ox : ox + wf],
+            noise_neg[b, oy : oy + hf, ox : ox + wf],
+        )
+        yield k, frame, m
+
+
+def pass_length(plan: PassPlan, profile: Profile) -> int:
+    """Frames of a pass (from its plan alone, without drawing the car)."""
+    canvas_w = int(round(ub.CANVAS_SIZE[0] * profile.scale))
+    return len(frame_offsets(plan, canvas_w, profile.frame_size[0]))
+
+
+def render_pass(plan: PassPlan, profile: Profile, data_root: Path, synth: FrameSynth | None = None) -> dict:
+    """Render one pass to ``videos/pass_XXXX.mp4`` (atomic); return its GT row, poses and timings."""
+    t0 = time.perf_counter()
+    cv2.setNumThreads(1)
+    frame_size = profile.frame_size
+    synth = synth or FrameSynth(frame_size, profile.seed)
+    drawing = ub.draw_underbody(plan.car_seed, profile.scale, plan.defect)
+    t_draw = time.perf_counter() - t0
     pose_rows = []
     out = Path(data_root) / plan.video_name
     with atomic_path(out) as tmp:
-        writer = cv2.VideoWriter(
-            str(tmp), cv2.VideoWriter_fourcc(*profile.video_codec), profile.video_fps, frame_size
-        )
-        if not writer.isOpened():
-            raise OSError(f"OpenCV cannot write video {out} with codec {profile.video_codec!r}")
+        writer = open_video_writer(tmp, profile, out)
         t1 = time.perf_counter()
-        n = len(offsets)
-        for k, off in enumerate(offsets):
-            t = k / max(1, n - 1)
-            angle = plan.pose_angle * (1 + 0.2 * np.sin(3 * t))
-            dy = plan.pose_dy * profile.scale
-            m = pose_matrix(off, dy, angle, plan.pose_scale, canvas_shape, frame_size)
-            lut = illumination_lut(plan.gain * (1 + plan.gain_drift * t), plan.gamma, plan.colour_temp)
-            oy, ox = int(rng.integers(0, 16)), int(rng.integers(0, 16))
-            b = k % 2
-            frame = synth.render(
-                drawing,
-                m,
-                lut,
-                blur_px,
-                noise_pos[b, oy : oy + hf, ox : ox + wf],
-                noise_neg[b, oy : oy + hf, ox : ox + wf],
-            )
+        for k, frame, m in pass_frames(plan, profile, synth, drawing):
             writer.write(frame)
             pose_rows.append((plan.pass_id, k, *m.ravel().tolist()))
         writer.release()
@@ -265,12 +282,22 @@ def render_pass(plan: PassPlan, profile: Profile, data_root: Path, synth: FrameS
     if plan.defect is not None:
         write_image(Path(data_root) / "defects" / f"pass_{plan.pass_id:04d}.png", drawing.defect_mask)
     return {
-        "row": _gt_row(plan, drawing, profile, len(offsets)),
+        "row": _gt_row(plan, drawing, profile, len(pose_rows)),
         "poses": pose_rows,
         "t_draw": t_draw,
         "t_frames": t_frames,
-        "n_frames": len(offsets),
+        "n_frames": len(pose_rows),
     }
+
+
+def open_video_writer(tmp: Path, profile: Profile, name: Path) -> cv2.VideoWriter:
+    """A writer for ``tmp`` with the profile's codec, fps and frame size (clear error naming ``name``)."""
+    writer = cv2.VideoWriter(
+        str(tmp), cv2.VideoWriter_fourcc(*profile.video_codec), profile.video_fps, profile.frame_size
+    )
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write video {name} with codec {profile.video_codec!r}")
+    return writer
 
 
 def _gt_row(plan: PassPlan, drawing: ub.UnderbodyDrawing, profile: Profile, n_frames: int) -> dict:

@@ -1,0 +1,263 @@
+"""A deployment bundle: everything the line needs to inspect, per viewpoint, and nothing else.
+
+Layout (``DIR``)::
+
+    bundle.json               what the bundle is: model, cell, frame/crop size, match threshold, per view
+                              the validation-calibrated thresholds, seams and robots, the fusion weights
+    <view>/model/             the trained model (config.json + weights.safetensors)
+    <view>/template.png       the viewpoint's template (template matching)
+    <view>/roi.png            its ROI mask (the † variant masks with it)
+    <view>/regions.png        its region partition (labels 1..K, paper 4.3)
+    <view>/seams.png          which seam each crop pixel belongs to (labels 1..S, 0 = none)
+    alerts.toml               the alert rules' thresholds (see ``lib.inspection.alerts``)
+    MANIFEST.json             SHA-256 and size of every file above; checked on load
+
+Thresholds are calibrated on the validation split only (image: max F1; pixel: max IoU), as the
+``val-calibrated`` policy of the evaluation; the test split is never looked at.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from lib.acquire import sealant_line as sl
+from lib.acquire import underbody as ub
+from lib.acquire.stream import SEAM_ROBOT
+from lib.config import VIEWPOINTS, load_profile
+from lib.evaluate import metrics as M
+from lib.evaluate.store import Cell, cell_dir, is_done
+from lib.fileio import ensure_writable_dir, read_image, sha256_file, write_image, write_json, write_text
+from lib.masking import apply_roi
+
+BUNDLE_FORMAT = 1
+DEFAULT_ALERTS = Path(__file__).with_name("alerts.toml")
+#: the extraction threshold of the template-matching score (as notebook 01)
+DEFAULT_MATCH_THRESHOLD = 0.5
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: a file missing or altered, or a field that does not fit."""
+
+
+def seam_labels(viewpoint: str, scale: float, margin_paper_px: float) -> tuple[np.ndarray, list[str]]:
+    """(labels, names): each crop pixel within ``margin`` of a seam's bead gets that seam's label."""
+    x0, y0, w, h = sl.template_box(viewpoint, scale)
+    seams = [s for s in ub.model_seams() if s.viewpoint == viewpoint]
+    labels = np.zeros((h, w), np.uint8)
+    dist = np.full((h, w), np.inf, np.float32)
+    for j, seam in enumerate(seams, start=1):
+        one = np.zeros((h, w), np.uint8)
+        pts = np.round(ub.resample(seam.points, 2.0) * scale - [x0, y0]).astype(np.int32)
+        cv2.polylines(one, [pts.reshape(-1, 1, 2)], False, 255, 1, cv2.LINE_8)
+        d = cv2.distanceTransform(255 - one, cv2.DIST_L2, 5)
+        near = (d <= (ub.BEAD_RADIUS + margin_paper_px) * scale) & (d < dist)
+        labels[near], dist[near] = j, d[near]
+    return labels, [s.name for s in seams]
+
+
+def map_to_crop(anomaly_map: np.ndarray, crop_size, roi: np.ndarray | None) -> np.ndarray:
+    """A model's map at crop size (bilinear), ROI-masked with its minimum for † models: the same
+    steps as the evaluation (``lib.evaluate.evaluate.load_outputs``), so its thresholds apply."""
+    w, h = crop_size
+    a = cv2.resize(np.asarray(anomaly_map, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return apply_roi(a, roi, fill=float(np.min(anomaly_map))) if roi is not None else a
+
+
+def seam_scores(crop_map: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Per seam: the highest anomaly-map value on the seam's pixels."""
+    return {
+        n: float(crop_map[labels == j].max()) for j, n in enumerate(names, start=1) if (labels == j).any()
+    }
+
+
+def robust_spread(values, reference: float) -> float:
+    """Sample std of validation-normal values, floored at 5 % of |reference| (and 1e-6): with very
+    few validation normals (the smoke profile has one per view) a zero or undefined std would make
+    every standardised score infinite."""
+    v = np.asarray(values, float)
+    sd = float(np.std(v, ddof=1)) if len(v) >= 2 else 0.0
+    return max(sd, 0.05 * abs(float(reference)), 1e-6)
+
+
+def _fit_fusion(z: dict[str, pd.DataFrame], seed: int) -> dict:
+    """Logistic fusion of the three views' calibrated scores, fitted on validation pseudo-underbodies.
+
+    Validation images of different views come from different cars, so each pseudo-underbody is one
+    validation image of a view (its label) with normal validation images of the other views drawn
+    at random: a defect shows in one view, as on the line.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng([seed, 41])
+    rows, labels = [], []
+    normals = {v: z[v].z[z[v].label == "normal"].to_numpy() for v in VIEWPOINTS}
+    for v in VIEWPOINTS:
+        for zi, lab in zip(z[v].z, z[v].label, strict=True):
+            feats = [zi if u == v else float(rng.choice(normals[u])) for u in VIEWPOINTS]
+            rows.append(feats)
+            labels.append(int(lab == "anomalous"))
+    x, y = np.asarray(rows), np.asarray(labels)
+    clf = LogisticRegression(C=1.0).fit(x, y)
+    p = clf.predict_proba(x)[:, 1]
+    return {
+        "features": [f"z_{v}" for v in VIEWPOINTS],
+        "coef": [float(c) for c in clf.coef_[0]],
+        "intercept": float(clf.intercept_[0]),
+        "threshold": float(M.best_f1_threshold(y, p)),
+        "normal_median": {v: float(np.median(normals[v])) for v in VIEWPOINTS},
+        "fitted_on": f"{len(y)} validation pseudo-underbodies ({int(y.sum())} defective)",
+    }
+
+
+def make_bundle(
+    profile: str,
+    model: str,
+    out_dir,
+    seed: int = 0,
+    masked: bool = True,
+    data_root=None,
+    alerts_config=None,
+    store_root=None,
+) -> Path:
+    """Pack the trained ``model`` cells (one per viewpoint) of ``data_root`` into ``out_dir``.
+
+    ``store_root``: where the cells are (default ``<data_root>/results``)."""
+    from lib.dataset.manifest import read_manifest
+    from lib.evaluate.evaluate import load_outputs
+
+    prof = load_profile(profile)
+    root = Path(data_root) if data_root else Path(__file__).resolve().parents[2] / "data" / prof.name
+    manifest = read_manifest(root / "data_manifest.csv")
+    tmeta = json.loads((root / "templates" / "templates.json").read_text())
+    margin = float(tmeta["roi_margin_paper_px"])
+    out = ensure_writable_dir(out_dir, "bundle folder")
+    store = Path(store_root) if store_root else root / "results"
+    views = {}
+    z_val = {}
+    for view in VIEWPOINTS:
+        cell = Cell(model, view, masked, int(seed))
+        if not is_done(store, cell):
+            raise BundleError(
+                f"cell {cell.key} is not trained under {store}: run the workbook (notebooks 04-07) first"
+            )
+        o = load_outputs(root, store, cell, manifest)
+        t = o["table"]
+        val = (t.split == "val").to_numpy()
+        y = (t.label == "anomalous").to_numpy()
+        s = t.score.to_numpy(float)
+        img_thr = float(M.best_f1_threshold(y[val], s[val]))
+        vi = np.nonzero(val)[0]
+        px_thr = float(
+            M.PixelScores(
+                [o["masks"][i] for i in vi], [o["maps"][i] for i in vi], None, False
+            ).best_iou_threshold()
+        )
+        spread = robust_spread(s[val & ~y], img_thr)
+        z_val[view] = pd.DataFrame({"z": (s[val] - img_thr) / spread, "label": t.label[val].to_numpy()})
+        labels, names = seam_labels(view, prof.scale, margin)
+        base = pd.DataFrame([seam_scores(o["maps"][i], labels, names) for i in vi if not y[i]])
+        d = out / view
+        if (d / "model").exists():
+            shutil.rmtree(d / "model")
+        shutil.copytree(cell_dir(store, cell) / "checkpoint", d / "model")
+        shutil.copyfile(root / "templates" / f"{view}.png", d / "template.png")
+        write_image(d / "roi.png", read_image(root / "roi" / f"{view}.png", cv2.IMREAD_GRAYSCALE))
+        write_image(d / "regions.png", sl.region_labels(view, prof.crop_size))
+        write_image(d / "seams.png", labels)
+        views[view] = {
+            "cell": cell.key,
+            "image_threshold": img_thr,
+            "pixel_threshold": px_thr,
+            "score_spread": spread,
+            "n_val": int(val.sum()),
+            "seams": [{"label": j, "name": n, "robot": SEAM_ROBOT[n]} for j, n in enumerate(names, 1)],
+            # per seam, its score (max of the map on the seam) on validation normals: the EWMA baseline
+            "seam_baseline": {
+                n: {"mean": float(base[n].mean()), "std": robust_spread(base[n], base[n].mean())}
+                for n in base
+            },
+        }
+    alerts_src = Path(alerts_config) if alerts_config else DEFAULT_ALERTS
+    from lib.inspection.alerts import load_alert_config
+
+    load_alert_config(alerts_src)  # validate before packing
+    shutil.copyfile(alerts_src, out / "alerts.toml")
+    info = {
+        "bundle_format": BUNDLE_FORMAT,
+        "profile": prof.name,
+        "model": model,
+        "masked": bool(masked),
+        "seed": int(seed),
+        "frame_size": list(prof.frame_size),
+        "crop_size": list(prof.crop_size),
+        "fps": prof.video_fps,
+        "match_threshold": DEFAULT_MATCH_THRESHOLD,
+        "roi_margin_paper_px": margin,
+        "views": views,
+        "fusion": _fit_fusion(z_val, seed),
+        "data_manifest_sha256": sha256_file(root / "data_manifest.csv"),
+    }
+    write_json(out / "bundle.json", info)
+    write_manifest(out)
+    return out
+
+
+def bundle_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+
+
+def write_manifest(directory: Path) -> Path:
+    files = {
+        str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in bundle_files(directory)
+    }
+    return write_text(directory / "MANIFEST.json", json.dumps({"files": files}, indent=1, sort_keys=True))
+
+
+def verify_bundle(directory) -> dict:
+    """bundle.json after checking every file of MANIFEST.json: present, same size, same SHA-256."""
+    d = Path(directory)
+    man = d / "MANIFEST.json"
+    if not man.is_file():
+        raise BundleError(f"{d} is not a bundle: MANIFEST.json is missing")
+    try:
+        files = json.loads(man.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BundleError(f"{man}: unreadable ({exc})") from None
+    for rel, rec in files.items():
+        p = d / rel
+        if not p.is_file():
+            raise BundleError(f"bundle file missing: {p}")
+        if p.stat().st_size != rec["bytes"] or sha256_file(p) != rec["sha256"]:
+            raise BundleError(f"bundle file altered: {p} (its SHA-256 differs from MANIFEST.json)")
+    extra = sorted(str(p.relative_to(d)) for p in bundle_files(d) if str(p.relative_to(d)) not in files)
+    if extra:
+        raise BundleError(f"bundle {d} has a file MANIFEST.json does not list: {extra[0]}")
+    info = json.loads((d / "bundle.json").read_text())
+    if info.get("bundle_format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{d / 'bundle.json'}: bundle_format {info.get('bundle_format')}, expected {BUNDLE_FORMAT}"
+        )
+    return info
+
+
+def trained_models(store_root, seed: int = 0, masked: bool = True) -> list[str]:
+    """Models whose cells of all three viewpoints (this seed and variant) are done in the store."""
+    from lib.evaluate.store import list_cells
+
+    cells = {c for c in list_cells(store_root) if c.seed == seed and c.masked == masked}
+    models = sorted({c.model for c in cells})
+    return [
+        m
+        for m in models
+        if all(
+            Cell(m, v, masked, seed) in cells and is_done(store_root, Cell(m, v, masked, seed))
+            for v in VIEWPOINTS
+        )
+    ]

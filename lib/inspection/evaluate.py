@@ -1,0 +1,158 @@
+"""How the inspection loop did on a rendered stream whose ground truth (``cars.csv``) is known.
+
+Underbody accuracy (fused vs single views), the drift alarm's delay, false alarms per 1,000
+normal underbodies and throughput against the conveyor's rate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib.config import VIEWPOINTS
+from lib.evaluate import metrics as M
+
+#: stream per profile: cars, drift onset and length (cars), single-defect rate
+STREAM_SETTINGS = {
+    "smoke": {"n_cars": 14, "onset": 4, "drift_cars": 6, "defect_rate": 0.1, "chunk_frames": 100},
+    "quick": {"n_cars": 160, "onset": 60, "drift_cars": 20, "defect_rate": 0.04, "chunk_frames": 200},
+    "paper": {"n_cars": 400, "onset": 150, "drift_cars": 25, "defect_rate": 0.04, "chunk_frames": 300},
+}
+
+
+def read_jsonl(path) -> list[dict]:
+    p = Path(path)
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+
+def verdict_table(records: list[dict]) -> pd.DataFrame:
+    """One row per inspected underbody: per-view z and verdict, fused scores, latency."""
+    rows = []
+    for r in records:
+        row = {
+            "pass": r["pass"],
+            "first_frame": r["first_frame"],
+            "last_frame": r["last_frame"],
+            "complete": r["complete"],
+            "max_z": r["fused"]["max_z"],
+            "logistic_p": r["fused"]["logistic_p"],
+            "fused_max": r["fused"]["max_verdict"],
+            "fused_logistic": r["fused"]["logistic_verdict"],
+            "latency_ms": sum(r["latency_ms"].values()),
+        }
+        frames = []
+        for v in VIEWPOINTS:
+            view = r["views"].get(v)
+            row[f"z_{v}"] = view["z"] if view else np.nan
+            row[f"view_{v}"] = view["verdict"] == "anomalous" if view else False
+            if view:
+                frames.append(view["frame"])
+        row["peak_frame"] = int(np.median(frames)) if frames else r["first_frame"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def match_cars(verdicts: pd.DataFrame, cars: pd.DataFrame) -> pd.DataFrame:
+    """Each inspected pass joined to the car whose frames hold its median peak frame."""
+    idx = np.searchsorted(cars.first_frame.to_numpy(), verdicts.peak_frame.to_numpy(), side="right") - 1
+    out = verdicts.copy()
+    out["car"] = cars.car.to_numpy()[np.clip(idx, 0, len(cars) - 1)]
+    return out.merge(cars, on="car", how="left", validate="one_to_one")
+
+
+def underbody_accuracy(matched: pd.DataFrame) -> pd.DataFrame:
+    """Per decision rule: accuracy, TPR, FPR on the stream's underbodies, and AUROC of its score."""
+    y = matched.defective.to_numpy() == 1
+    rules = {f"{v} view only": (f"view_{v}", f"z_{v}") for v in VIEWPOINTS}
+    rules["fusion: max of z"] = ("fused_max", "max_z")
+    rules["fusion: logistic"] = ("fused_logistic", "logistic_p")
+    rows = []
+    for name, (pred_col, score_col) in rules.items():
+        pred = matched[pred_col].to_numpy(bool)
+        score = matched[score_col].fillna(-np.inf).to_numpy(float)
+        rows.append(
+            {
+                "rule": name,
+                "accuracy": float((pred == y).mean()),
+                "TPR": float(pred[y].mean()) if y.any() else np.nan,
+                "FPR": float(pred[~y].mean()) if (~y).any() else np.nan,
+                "AUROC": M.roc_auc(y, np.nan_to_num(score, neginf=-1e9)) if 0 < y.sum() < len(y) else np.nan,
+                "underbodies": len(y),
+                "defective": int(y.sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def alert_outcomes(
+    alerts: list[dict], matched: pd.DataFrame, cars: pd.DataFrame, window: int
+) -> pd.DataFrame:
+    """Each alert with its car and whether it is true: its seam had a defect within the last
+    ``window`` cars (the k-of-n window), else a false alarm."""
+    car_of_pass = dict(zip(matched["pass"], matched["car"], strict=True))
+    rows = []
+    for a in alerts:
+        c = car_of_pass.get(a["pass"])
+        recent = cars[(cars.car <= c) & (cars.car > c - window)] if c is not None else cars.iloc[:0]
+        rows.append({**a, "car": c, "true": bool((recent.seam == a["seam"]).any())})
+    return pd.DataFrame(rows, columns=[*(alerts[0].keys() if alerts else []), "car", "true"])
+
+
+def drift_delay(outcomes: pd.DataFrame, cars: pd.DataFrame) -> dict:
+    """Underbodies from the drift's onset to its seam's first alert (per rule and any rule)."""
+    drift = cars[cars.drift == 1]
+    if drift.empty:
+        return {}
+    onset, seam = int(drift.car.min()), drift.seam.iloc[0]
+    out = {"seam": seam, "robot": drift.robot.iloc[0], "onset_car": onset, "drift_cars": len(drift)}
+    hits = outcomes[(outcomes.seam == seam) & (outcomes.car >= onset)] if len(outcomes) else outcomes
+    for rule in ("k_of_n", "ewma", "any"):
+        h = hits if rule == "any" or hits.empty else hits[hits.rule == rule]
+        out[f"delay_{rule}"] = int(h.car.min() - onset) if len(h) else None
+    return out
+
+
+def false_alarm_rate(outcomes: pd.DataFrame, cars: pd.DataFrame) -> dict:
+    normal = int((cars.defective == 0).sum())
+    false = outcomes[~outcomes["true"]] if len(outcomes) else outcomes
+    per_rule = {
+        f"false_alarms_{r}": int((false.rule == r).sum()) if len(false) else 0 for r in ("k_of_n", "ewma")
+    }
+    return {
+        "normal_underbodies": normal,
+        "false_alarms": len(false),
+        **per_rule,
+        "per_1000_normal": round(1000 * len(false) / normal, 2) if normal else None,
+    }
+
+
+def throughput(summary: dict, cars: pd.DataFrame, fps: float) -> dict:
+    """The loop's speed against the line's: the conveyor brings cars at fps / (frames per car)."""
+    frames_per_car = float((cars.last_frame - cars.first_frame + 1).mean())
+    line_rate = 60 * fps / frames_per_car
+    return {
+        "frames_per_s": summary["frames_per_s"],
+        "video_fps": fps,
+        "underbodies_per_min": summary["underbodies_per_min"],
+        "conveyor_underbodies_per_min": round(line_rate, 2),
+        "real_time_factor": round(summary["frames_per_s"] / fps, 2),
+    }
+
+
+def bundle_table(info: dict) -> pd.DataFrame:
+    """A bundle's per-view contents (from ``verify_bundle``): cell, thresholds, seams and robots."""
+    return pd.DataFrame(
+        {
+            v: {
+                "cell": m["cell"],
+                "image threshold": m["image_threshold"],
+                "pixel threshold": m["pixel_threshold"],
+                "validation images": m["n_val"],
+                "seams (robot)": ", ".join(f"{s['name']} ({s['robot']})" for s in m["seams"]),
+            }
+            for v, m in info["views"].items()
+        }
+    ).T

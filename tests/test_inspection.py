@@ -1,0 +1,420 @@
+"""The inspection loop: stream rendering, pass segmentation, bundle, inspect, fusion, alerts, MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.acquire import stream as S
+from lib.config import VIEWPOINTS
+from lib.evaluate.store import Cell
+from lib.extract.template_matching import Match
+from lib.inspection import evaluate as ie
+from lib.inspection.alerts import AlertConfig, AlertMonitor, load_alert_config
+from lib.inspection.bundle import BundleError, make_bundle, seam_labels, verify_bundle
+from lib.inspection.inspector import StreamError, fuse, run_inspection
+from lib.inspection.segment import PassSegmenter
+
+N_CARS = 5
+DRIFT = S.DriftEpisode(onset=1, cars=3)
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory, smoke_profile):
+    out = tmp_path_factory.mktemp("stream")
+    cars = S.render_stream(
+        smoke_profile, out, N_CARS, drift=DRIFT, defect_rate=0.0, chunk_frames=70, progress=False
+    )
+    return out, cars
+
+
+@pytest.fixture(scope="module")
+def bundle(built, smoke_profile, tmp_path_factory):
+    """PatchCore† of the smoke line (three viewpoints) trained into its own store, then bundled."""
+    from lib.models import make_model
+    from lib.models.train import run_cell
+
+    root, *_, manifest = built
+    store = tmp_path_factory.mktemp("store")
+    for v in VIEWPOINTS:
+        run_cell(
+            make_model("patchcore", smoke_profile),
+            root,
+            manifest,
+            Cell("patchcore", v, True, 0),
+            store,
+            False,
+        )
+    return make_bundle(
+        "smoke", "patchcore", tmp_path_factory.mktemp("b") / "bundle", data_root=root, store_root=store
+    )
+
+
+# ---------------------------------------------------------------- the stream
+def test_stream_cars_tile_the_frames_and_the_drift_ramps(stream):
+    out, cars = stream
+    assert (cars.first_frame.iloc[1:].to_numpy() == cars.last_frame.iloc[:-1].to_numpy() + 1).all()
+    n = 0
+    for f in sorted(out.glob("chunk_*.mp4")):
+        cap = cv2.VideoCapture(str(f))
+        while cap.read()[0]:
+            n += 1
+    assert n == cars.last_frame.iloc[-1] + 1  # chunks hold every frame once, in order
+    drift = cars[cars.drift == 1]
+    assert list(drift.car) == [1, 2, 3] and drift.strength.is_monotonic_increasing
+    assert set(drift.robot) == {S.SEAM_ROBOT[DRIFT.seam]}
+
+
+def test_stream_bytes_do_not_depend_on_workers(tmp_path, smoke_profile):
+    a = S.render_stream(
+        smoke_profile, tmp_path / "a", 2, drift=None, chunk_frames=50, workers=1, progress=False
+    )
+    S.render_stream(smoke_profile, tmp_path / "b", 2, drift=None, chunk_frames=50, workers=2, progress=False)
+    files = sorted(p.name for p in (tmp_path / "a").glob("chunk_*.mp4"))
+    assert len(files) >= 3
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert a.defective.sum() == 0
+
+
+def test_stream_cars_are_not_training_cars(smoke_profile):
+    from lib.acquire.sealant_line import plan_passes
+
+    train = {p.car_seed for p in plan_passes(smoke_profile)}
+    assert not train & {p.car_seed for p in S.plan_stream(smoke_profile, 50)}
+
+
+def test_bad_drift_seam_is_named():
+    with pytest.raises(ValueError, match="nozzle"):
+        S.DriftEpisode(seam="nozzle")
+
+
+# ---------------------------------------------------------------- segmentation
+class FakeMatcher:
+    """Replays a score per frame (the frame is its index)."""
+
+    size = (2, 2)
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def match(self, frame):
+        return Match(self.scores[int(frame[0, 0, 0])], 0, 0)
+
+
+def frames(n):
+    return [np.full((4, 4, 3), k, np.uint8) for k in range(n)]
+
+
+def segment(scores: dict, max_gap=5, stop=None):
+    seg = PassSegmenter({v: FakeMatcher(s) for v, s in scores.items()}, 0.5, max_gap)
+    n = len(next(iter(scores.values()))) if stop is None else stop
+    out = [p for k, f in enumerate(frames(n)) for p in seg.push(k, f)]
+    return out + seg.finish(n - 1)
+
+
+def test_segmenter_takes_each_view_at_its_peak_and_closes_complete_passes():
+    a = [0, 0.6, 0.9, 0.7, 0, 0, 0, 0, 0, 0, 0, 0.6, 0.8, 0, 0, 0]
+    b = [0, 0, 0, 0, 0.6, 0.95, 0, 0, 0, 0, 0, 0, 0, 0.7, 0.6, 0]
+    passes = segment({"a": a, "b": b})
+    assert [p.complete for p in passes] == [True, True]
+    assert [p.views["a"].frame_index for p in passes] == [2, 12]
+    assert [p.views["b"].frame_index for p in passes] == [5, 13]
+    assert passes[0].first_frame == 1 and passes[0].last_frame == 6
+
+
+def test_segmenter_reports_partial_passes_next_car_gap_and_end():
+    # b never shows in the first car: a's second rise starts the next car
+    a = [0.8, 0, 0, 0.8, 0, 0, 0, 0, 0, 0, 0, 0, 0.9, 0]
+    b = [0, 0, 0, 0, 0.8, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    passes = segment({"a": a, "b": b}, max_gap=4)
+    assert [(p.complete, p.reason) for p in passes] == [
+        (False, "next car"),
+        (True, "all views"),
+        (False, "end of stream"),
+    ]
+    # a missing view with a long gap closes on the gap
+    passes = segment({"a": [0.8, 0, 0, 0, 0, 0, 0], "b": [0] * 7}, max_gap=3)
+    assert [(p.complete, p.reason, p.last_frame) for p in passes] == [(False, "gap", 3)]
+
+
+def test_segmenter_finds_every_car_of_a_rendered_stream(stream, built):
+    from lib.acquire.sealant_line import read_video_frames
+    from lib.extract.template_matching import load_matchers
+
+    out, cars = stream
+    root = built[0]
+    seg = PassSegmenter(load_matchers(root, VIEWPOINTS), 0.5, 30)
+    passes, k = [], 0
+    for f in sorted(out.glob("chunk_*.mp4")):
+        for _, frame in read_video_frames(f):
+            passes += seg.push(k, frame)
+            k += 1
+    passes += seg.finish(k - 1)
+    assert len(passes) == N_CARS and all(p.complete for p in passes)
+    for p, car in zip(passes, cars.itertuples(), strict=True):
+        for v in VIEWPOINTS:
+            assert car.first_frame <= p.views[v].frame_index <= car.last_frame
+
+
+# ---------------------------------------------------------------- alerts and fusion
+def test_k_of_n_fires_on_the_kth_flag_within_n_once():
+    mon = AlertMonitor(AlertConfig(k=2, n=3, L=1e9), {"s": {"robot": "R9", "mean": 0.0, "std": 1.0}})
+    fired = [
+        bool(mon.update(i, {"s": 0.0}, {"s"} if f else set()))
+        for i, f in enumerate([1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1])
+    ]
+    # flags at 0, 3, 5, 6, 7, 11, 12: window of 3 holds 2 flags first at 5 (3, 5); alarm stays to 8;
+    # clears at 9, fires again at 12 (11, 12)
+    assert [i for i, x in enumerate(fired) if x] == [5, 12]
+
+
+def test_ewma_matches_the_hand_computed_recursion():
+    cfg = AlertConfig(k=1, n=1, lam=0.5, L=2.0, clip=100.0)
+    limit = 2.0 * math.sqrt(0.5 / 1.5)  # 1.1547
+    mon = AlertMonitor(cfg, {"s": {"robot": "R1", "mean": 10.0, "std": 2.0}})
+    # z = 1 each time: e = 0.5, 0.75, 0.875 ... never above 1.1547; z = 3: e = 0.5*3 + 0.5*0.875 = 1.9375
+    out = [mon.update(i, {"s": 12.0}, set()) for i in range(3)] + [mon.update(3, {"s": 16.0}, set())]
+    assert out[:3] == [[], [], []]
+    (alert,) = out[3]
+    assert alert["rule"] == "ewma" and alert["robot"] == "R1" and alert["value"] == pytest.approx(1.9375)
+    assert alert["limit"] == pytest.approx(limit, abs=1e-4)
+
+
+def test_ewma_clips_one_extreme_car():
+    mon = AlertMonitor(
+        AlertConfig(k=1, n=1, lam=0.2, L=4.0, clip=6.0), {"s": {"robot": "R", "mean": 0.0, "std": 1.0}}
+    )
+    assert mon.update(0, {"s": 1e6}, set()) == []  # 0.2 * 6 = 1.2 < 4 * sqrt(0.2 / 1.8) = 1.333
+
+
+def test_alert_config_errors_name_the_file(tmp_path):
+    p = tmp_path / "a.toml"
+    p.write_text("[k_of_n]\nk = 3\nm = 10\n")
+    with pytest.raises(ValueError, match=r"a\.toml.*k_of_n\.m"):
+        load_alert_config(p)
+    p.write_text("[k_of_n]\nk = 11\nn = 10\n")
+    with pytest.raises(ValueError, match="k <= n"):
+        load_alert_config(p)
+    assert load_alert_config(Path("lib/inspection/alerts.toml")) == AlertConfig()
+
+
+def test_fusion_by_hand():
+    fusion = {
+        "coef": [1.0, 2.0, -1.0],
+        "intercept": -0.5,
+        "threshold": 0.6,
+        "normal_median": {"front": 0, "center": -2, "back": 0},
+    }
+    f = fuse({"front": 0.5, "center": -1.0, "back": 1.0}, fusion)
+    p = 1 / (1 + math.exp(-(-0.5 + 0.5 - 2.0 - 1.0)))
+    assert f["max_z"] == 1.0 and f["max_verdict"] and f["logistic_p"] == pytest.approx(p, abs=1e-4)
+    assert not f["logistic_verdict"]
+    # a missing view enters with its validation-normal median, not with 0
+    g = fuse({"front": 0.5, "back": 1.0}, fusion)
+    assert g["logistic_p"] == pytest.approx(1 / (1 + math.exp(-(-0.5 + 0.5 - 4.0 - 1.0))), abs=1e-4)
+
+
+def test_seam_labels_cover_each_seam_centreline():
+    from lib.acquire import sealant_line as sl
+    from lib.acquire import underbody as ub
+
+    labels, names = seam_labels("front", 0.25, 15.0)
+    x0, y0, w, h = sl.template_box("front", 0.25)
+    for j, seam in enumerate(s for s in ub.model_seams() if s.viewpoint == "front"):
+        pts = np.round(ub.resample(seam.points, 2.0) * 0.25 - [x0, y0]).astype(int)
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+        got = labels[pts[inside, 1], pts[inside, 0]]
+        assert names[j] == seam.name and (got == j + 1).mean() > 0.8
+
+
+# ---------------------------------------------------------------- stream evaluation
+def test_alert_outcomes_delay_and_false_alarm_rate():
+    cars = pd.DataFrame(
+        {
+            "car": range(8),
+            "first_frame": range(0, 80, 10),
+            "last_frame": range(9, 89, 10),
+            "defective": [0, 0, 1, 1, 1, 0, 0, 0],
+            "seam": ["", "", "s1", "s1", "s1", "", "", ""],
+            "robot": ["", "", "R1", "R1", "R1", "", "", ""],
+            "drift": [0, 0, 1, 1, 1, 0, 0, 0],
+        }
+    )
+    matched = pd.DataFrame({"pass": range(8), "car": range(8)})
+    alerts = [
+        {"pass": 0, "seam": "s2", "rule": "ewma"},  # false
+        {"pass": 3, "seam": "s1", "rule": "k_of_n"},  # true, delay 1
+        {"pass": 4, "seam": "s1", "rule": "ewma"},  # true, delay 2
+        {"pass": 7, "seam": "s1", "rule": "ewma"},  # 3 cars after the last s1 defect: window 3 -> false
+    ]
+    out = ie.alert_outcomes(alerts, matched, cars, window=3)
+    assert list(out["true"]) == [False, True, True, False]
+    d = ie.drift_delay(out, cars)
+    assert (d["onset_car"], d["delay_k_of_n"], d["delay_ewma"], d["delay_any"]) == (2, 1, 2, 1)
+    fa = ie.false_alarm_rate(out, cars)
+    assert fa["false_alarms"] == 2 and fa["per_1000_normal"] == pytest.approx(400.0)
+
+
+# ---------------------------------------------------------------- bundle and inspect
+def test_bundle_detects_missing_altered_and_extra_files(bundle, tmp_path):
+    info = verify_bundle(bundle)
+    assert info["model"] == "patchcore" and set(info["views"]) == set(VIEWPOINTS)
+    for v in VIEWPOINTS:
+        m = info["views"][v]
+        assert math.isfinite(m["image_threshold"]) and math.isfinite(m["pixel_threshold"])
+        assert all(b["std"] > 0 for b in m["seam_baseline"].values())
+    c = tmp_path / "c"
+    shutil.copytree(bundle, c)
+    (c / "front" / "roi.png").write_bytes((c / "front" / "roi.png").read_bytes()[:-1] + b"\0")
+    with pytest.raises(BundleError, match=r"altered: .*front/roi\.png"):
+        verify_bundle(c)
+    (c / "front" / "roi.png").unlink()
+    with pytest.raises(BundleError, match=r"missing: .*front/roi\.png"):
+        verify_bundle(c)
+    shutil.copyfile(bundle / "front" / "roi.png", c / "front" / "roi.png")
+    (c / "center" / "notes.txt").write_text("x")
+    with pytest.raises(BundleError, match="notes.txt"):
+        verify_bundle(c)
+
+
+def test_bundle_refuses_an_untrained_cell(built, tmp_path):
+    root = built[0]
+    with pytest.raises(BundleError, match="not trained"):
+        make_bundle("smoke", "memseg", tmp_path / "b", data_root=root, store_root=tmp_path / "empty")
+
+
+def test_inspect_writes_one_verdict_per_car(bundle, stream, tmp_path):
+    src, cars = stream
+    summary = run_inspection(bundle, src, tmp_path / "out", progress=False)
+    records = ie.read_jsonl(tmp_path / "out" / "verdicts.jsonl")
+    assert summary["underbodies"] == len(records) == N_CARS
+    assert summary["frames"] == cars.last_frame.iloc[-1] + 1
+    for r in records:
+        assert r["complete"] and set(r["views"]) == set(VIEWPOINTS)
+        assert Path(r["overlay"]).is_file()
+        assert {"match", "model", "regions"} <= set(r["latency_ms"])
+        for view in r["views"].values():
+            for reg in view["regions"]:
+                assert reg["seam"] == "" or reg["robot"] == S.SEAM_ROBOT[reg["seam"]]
+    matched = ie.match_cars(ie.verdict_table(records), cars)
+    assert list(matched.car) == list(cars.car)
+
+
+def test_inspect_reports_a_pass_cut_by_the_end_of_the_stream(bundle, stream, tmp_path):
+    src, cars = stream
+    stop = int((cars.first_frame.iloc[2] + cars.last_frame.iloc[2]) // 2)
+    run_inspection(bundle, src, tmp_path / "out", progress=False, max_frames=stop)
+    records = ie.read_jsonl(tmp_path / "out" / "verdicts.jsonl")
+    assert [r["complete"] for r in records] == [True, True, False]
+    assert records[-1]["closed_by"] == "end of stream"
+
+
+def test_inspect_rejects_bad_sources(bundle, tmp_path):
+    small = tmp_path / "small.mp4"
+    w = cv2.VideoWriter(str(small), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for _ in range(3):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    w.release()
+    with pytest.raises(StreamError, match=r"small\.mp4: frame 0 is 64x48"):
+        run_inspection(bundle, small, tmp_path / "o1", progress=False)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video")
+    with pytest.raises(StreamError, match="junk.mp4"):
+        run_inspection(bundle, junk, tmp_path / "o2", progress=False)
+    with pytest.raises(StreamError, match="no-such"):
+        run_inspection(bundle, str(tmp_path / "no-such"), tmp_path / "o3", progress=False)
+
+
+def test_cli_inspect_names_a_broken_bundle(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "lib", "inspect", "--bundle", str(tmp_path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert r.returncode == 1 and "MANIFEST.json is missing" in r.stderr
+
+
+# ---------------------------------------------------------------- MQTT against a real broker
+@pytest.fixture
+def broker():
+    from amqtt.broker import Broker
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    cfg = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    loop = asyncio.new_event_loop()
+    holder = {}
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        holder["broker"] = Broker(cfg, loop=loop)
+        loop.run_until_complete(holder["broker"].start())
+        loop.run_forever()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    asyncio.run_coroutine_threadsafe(holder["broker"].shutdown(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+
+
+def test_verdicts_and_alerts_reach_an_mqtt_subscriber(bundle, stream, tmp_path, broker):
+    import paho.mqtt.client as mqtt
+
+    src, _ = stream
+    got = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub")
+    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload)))
+    sub.connect("127.0.0.1", broker)
+    sub.subscribe("sealant/#", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+    summary = run_inspection(bundle, src, tmp_path / "out", mqtt=f"127.0.0.1:{broker}", progress=False)
+    deadline = time.time() + 10
+    while time.time() < deadline and len(got) < summary["underbodies"] + summary["alerts"]:
+        time.sleep(0.1)
+    sub.loop_stop()
+    sub.disconnect()
+    verdicts = [p for t, p in got if t == "sealant/verdicts"]
+    alerts = [(t, p) for t, p in got if t.startswith("sealant/alerts/")]
+    assert [v["pass"] for v in verdicts] == list(range(summary["underbodies"]))
+    assert len(alerts) == summary["alerts"]
+    assert all(t == f"sealant/alerts/{p['robot']}" for t, p in alerts)
+    assert verdicts == ie.read_jsonl(tmp_path / "out" / "verdicts.jsonl")
+
+
+def test_mqtt_unreachable_broker_is_a_clear_error(bundle, stream, tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        run_inspection(bundle, stream[0], tmp_path / "o", mqtt=f"127.0.0.1:{port}", progress=False)
