@@ -60,7 +60,46 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--mqtt", default=None, help="HOST:PORT: publish verdicts and alerts")
     ins.add_argument("--alerts", default=None, help="alert rules (TOML); default the bundle's")
     ins.add_argument("--overlays", default="all", choices=["all", "anomalous", "none"])
+    exp = sub.add_parser("export", help="export a trained model to ONNX (graph up to image score and map)")
+    src = exp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cell", help="a grid cell, e.g. patchcore/front/masked/seed0")
+    src.add_argument("--bundle", help="a deployment bundle: exports each viewpoint's model")
+    exp.add_argument("--profile", default="auto")
+    exp.add_argument("--data-root", default=None, help="--cell: default data/<profile>")
+    exp.add_argument("--out", required=True, help="--cell: the .onnx file; --bundle: a folder")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        from pathlib import Path
+
+        from lib.config import resolve_profile_name
+        from lib.evaluate.store import Cell, cell_dir
+        from lib.models import export as E
+        from lib.models.base import AnomalyModel, CheckpointError
+        from lib.workbook import REPO_ROOT
+
+        try:
+            if args.cell:
+                root = Path(args.data_root or REPO_ROOT / "data" / resolve_profile_name(args.profile))
+                ckpt = cell_dir(root / "results", Cell.from_key(args.cell)) / "checkpoint"
+                jobs = [(ckpt, Path(args.out))]
+            else:
+                from lib.inspection.bundle import verify_bundle
+
+                info = verify_bundle(args.bundle)
+                jobs = [
+                    (Path(args.bundle) / v / "model", Path(args.out) / f"{v}.onnx") for v in info["views"]
+                ]
+            for ckpt, out in jobs:
+                model = AnomalyModel.load(ckpt)
+                E.export_onnx(model, out)
+                check = E.parity(model.predict(probe := _probe(model)), E.OnnxPredictor(out).predict(probe))
+                print(
+                    f"{out}: {model.name} {model.input_size[0]}x{model.input_size[1]}; parity on a probe image {check}"
+                )
+        except (FileNotFoundError, CheckpointError, ValueError) as exc:
+            print(f"python -m lib export: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "bundle":
         from lib.inspection.bundle import BundleError, make_bundle
 
@@ -177,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in summary.items() if k != "templates"}, indent=2))
         return 0
     return 2
+
+
+def _probe(model):
+    """A deterministic textured probe image at the model's input size (export's parity check)."""
+    import numpy as np
+
+    w, h = model.input_size
+    return np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from lib.workbook import list_notebooks, run_workbook
 
 
 def test_notebook_chain_runs_under_papermill(tmp_path):
-    """00-03, one grid cell per model (so every training notebook runs), then 08-09."""
+    """00-03, one grid cell per model (so every training notebook runs), then 08-10."""
     runs = tmp_path / "runs"
     results = run_workbook(
         "smoke", tmp_path / "data", runs, viewpoints=["front"], variants=["masked"], progress=False
@@ -23,8 +23,8 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
         "02_synthetic_defects.ipynb",
         "03_masking.ipynb",
     ]
-    assert names[-2:] == ["08_evaluate.ipynb", "09_error_analysis.ipynb"]
-    assert sorted(names[4:-2]) == sorted(f"{m}/front/masked/seed0" for m in ALL_MODELS)
+    assert names[-3:] == ["08_evaluate.ipynb", "09_error_analysis.ipynb", "10_inspection.ipynb"]
+    assert sorted(names[4:-3]) == sorted(f"{m}/front/masked/seed0" for m in ALL_MODELS)
     for r in results:
         assert Path(r["html"]).stat().st_size > 10_000
     index = (runs / "index.html").read_text()
@@ -32,11 +32,13 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
     assert "Claims of the paper, tested on this run" in index
     md = (runs / "results.md").read_text()
     assert all(f"| {m}† | " in md for m in ALL_MODELS) and "Claims of the paper" in md
-    for r in results[:4] + results[-2:]:  # numbered notebooks: also a report without code
+    for r in results[:4] + results[-3:]:  # numbered notebooks: also a report without code
         report = Path(r["report"]).read_text()
         assert "# Parameters (papermill overrides these)" not in report, r["report"]
     data = tmp_path / "data"
-    for table in ("headline", "claims", "intervals", "bootstrap", "tests_delong"):
+    records = data / "inspection" / "verdicts.jsonl"
+    assert len(records.read_text().splitlines()) >= 10  # notebook 10 inspected the fresh stream
+    for table in ("headline", "claims", "intervals", "bootstrap", "tests_delong", "inspection_accuracy"):
         assert (data / "tables" / f"{table}.csv").is_file(), table
     assert (tmp_path / "data" / "data_manifest.csv").is_file()
     # a second run re-runs the stages but no grid cell: every cell's DONE matches its identity

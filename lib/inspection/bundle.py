@@ -261,3 +261,28 @@ def trained_models(store_root, seed: int = 0, masked: bool = True) -> list[str]:
             for v in VIEWPOINTS
         )
     ]
+
+
+def ensure_cells(
+    profile: str, model: str, data_root, seed: int = 0, masked: bool = True, progress=False
+) -> list[str]:
+    """Train the ``model`` cells (three viewpoints, this seed and variant) the store lacks, with the
+    profile's settings, as the grid would; returns the keys trained now (a run whose grid covered
+    fewer viewpoints, like the CI's smoke chain, can still bundle)."""
+    from lib.dataset.manifest import read_manifest
+    from lib.models import make_model
+    from lib.models.train import _has_seed, run_cell
+
+    prof = load_profile(profile)
+    root = Path(data_root)
+    store = root / "results"
+    manifest = read_manifest(root / "data_manifest.csv")
+    trained = []
+    for view in VIEWPOINTS:
+        cell = Cell(model, view, masked, int(seed))
+        if is_done(store, cell):
+            continue
+        m = make_model(model, prof, **({"seed": int(seed)} if _has_seed(model) else {}))
+        run_cell(m, root, manifest, cell, store, progress)
+        trained.append(cell.key)
+    return trained

@@ -29,9 +29,24 @@ def aggregate_patches(
 
 def project(per_layer: list[torch.Tensor], pretrain_dim: int, target_dim: int) -> torch.Tensor:
     """PatchCore's embedding: each layer pooled to ``pretrain_dim``, then all to ``target_dim`` (adaptive avg)."""
+    if torch.onnx.is_in_onnx_export():  # ONNX has no adaptive 1-D pooling: the same means as a matmul
+        pooled = [x @ adaptive_pool_matrix(x.shape[1], pretrain_dim) for x in per_layer]
+        stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), -1)
+        return stacked @ adaptive_pool_matrix(stacked.shape[1], target_dim)
     pooled = [F.adaptive_avg_pool1d(x.unsqueeze(1), pretrain_dim).squeeze(1) for x in per_layer]
     stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), 1, -1)
     return F.adaptive_avg_pool1d(stacked, target_dim).squeeze(1)
+
+
+def adaptive_pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_in, n_out) matrix M with x @ M == adaptive_avg_pool1d(x, n_out): column j averages inputs
+    floor(j n_in / n_out) .. ceil((j + 1) n_in / n_out) - 1, PyTorch's bins."""
+    n_in, n_out = int(n_in), int(n_out)
+    m = torch.zeros(n_in, n_out)
+    for j in range(n_out):
+        a, b = (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)
+        m[a:b, j] = 1.0 / (b - a)
+    return m
 
 
 def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,194 @@
+"""Per-image latency at batch 1 (paper Table 8): every model, torch vs ONNX Runtime, with a stage profile.
+
+    .venv/bin/python benchmarks/latency.py --data-root data/quick            # the default run's cells
+    .venv/bin/python benchmarks/latency.py --data-root data/quick --paper-sizes
+
+For each model it loads the trained cell ``<model>/<view>/masked/seed0`` of the data root, takes the
+view's test crops as the line gives them (crop size, uint8 BGR) and times, image by image with the
+backends interleaved (warm-up excluded): ``torch`` (``model.predict``) and ``onnxruntime`` (the
+exported graph, ``lib.models.export``), both with the same thread count. Prints median and p95
+ms/image and, for torch, what share goes to pre-processing (ROI mask + resize + tensor), the network,
+the nearest-neighbour search (PatchCore) and post-processing (upsampling, blur, image score); checks
+that the two backends agree (largest relative difference of scores and maps). ``--paper-sizes`` also
+times each model at Table 3's input size, fitted on 16 training crops (the backbone is the offline
+EfficientNet-Lite0 when WideResNet50/ResNeXt101 weights are not on disk). Writes the table to
+``<data root>/tables/latency.csv`` (notebook 08 shows it). The GPU column says "not measured" unless
+a GPU was lent for a run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib.dataset.manifest import read_manifest  # noqa: E402
+from lib.evaluate.store import Cell, cell_dir, is_done  # noqa: E402
+from lib.fileio import read_image, write_csv  # noqa: E402
+from lib.masking import apply_roi  # noqa: E402
+from lib.models import export as E  # noqa: E402
+from lib.models import make_model  # noqa: E402
+from lib.models.base import AnomalyModel  # noqa: E402
+from lib.models.data import load_images, resize_image, select  # noqa: E402
+from lib.models.features import nearest  # noqa: E402
+from lib.models.patchcore.torch_model import gaussian_blur  # noqa: E402
+
+MODELS = ("patchcore", "simplenet", "memseg", "efficientad_s", "efficientad_m")
+_RANDOM_OK = {"allow_random_backbone": True}  # latency only: the paper backbones' weights may be absent
+PAPER_FIT = {
+    "patchcore": {"backbone": "auto", **_RANDOM_OK},
+    "simplenet": {"backbone": "auto", "meta_epochs": 1, **_RANDOM_OK},
+    "memseg": {"iterations": 2},
+    "efficientad_s": {"iterations": 2, "teacher_iterations": 2, **_RANDOM_OK},
+    "efficientad_m": {"iterations": 2, "teacher_iterations": 2, **_RANDOM_OK},
+}
+
+
+def stages(model, x: torch.Tensor) -> dict:
+    """One image's torch inference split into stages (the same steps as ``predict``), in ms."""
+    out, t = {}, time.perf_counter()
+
+    def lap(name):
+        nonlocal t
+        now = time.perf_counter()
+        out[name] = out.get(name, 0.0) + 1e3 * (now - t)
+        t = now
+
+    net = model.net
+    with torch.inference_mode():
+        if model.name == "patchcore":
+            emb, (h, w) = net.embed(x)
+            lap("network")
+            dist, idx = nearest(emb, net.memory_bank, k=1)
+            patch = dist[:, 0].view(1, h, w)
+            best = patch.view(1, -1).argmax(1)
+            m_star = net.memory_bank[idx.view(1, -1)[0, best]]
+            _, support = nearest(m_star, net.memory_bank, k=model.config.num_neighbors)
+            lap("nearest neighbours")
+            m = F.interpolate(patch[:, None], size=x.shape[1:3], mode="bilinear", align_corners=False)
+            gaussian_blur(m, model.config.blur_sigma)
+        elif model.name == "simplenet":
+            feats, (h, w) = net.embed(x)
+            s = net.patch_scores(feats.reshape(-1, feats.shape[-1])).view(1, 1, h, w)
+            lap("network")
+            m = F.interpolate(s, size=x.shape[1:3], mode="bilinear", align_corners=False)
+            gaussian_blur(m, model.config.blur_sigma)
+            s.amax()
+        elif model.name == "memseg":
+            logits = net(net.to_input(x))
+            lap("network")
+            torch.softmax(logits, 1)[:, 1].flatten(1).topk(8, dim=1)
+        else:
+            st, ae = net.raw_maps(net.to_input(x))
+            lap("network")
+            st = 0.1 * (st - net.q_st_a) / (net.q_st_b - net.q_st_a + 1e-12)
+            ae = 0.1 * (ae - net.q_ae_a) / (net.q_ae_b - net.q_ae_a + 1e-12)
+            from lib.models.efficientad.torch_model import pdn_map_to_image
+
+            pdn_map_to_image(0.5 * st + 0.5 * ae, x.shape[1:3]).amax()
+        lap("post-processing")
+    return out
+
+
+def preprocess(crop, roi, size):
+    return torch.from_numpy(np.ascontiguousarray(resize_image(apply_roi(crop, roi), size))[None])
+
+
+def measure(model, crops, roi, onnx_path, threads, warmup=3) -> list[dict]:
+    ort = E.OnnxPredictor(E.export_onnx(model, onnx_path), threads)
+    times = {"torch": [], "onnxruntime": []}
+    prof, pre = [], []
+    diffs = []
+    for i, crop in enumerate(crops):
+        t0 = time.perf_counter()
+        x = preprocess(crop, roi, model.input_size)
+        t_pre = 1e3 * (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            a = model.predict(x.numpy())
+        t_torch = 1e3 * (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b = ort.predict(x.numpy())
+        t_ort = 1e3 * (time.perf_counter() - t0)
+        if i >= warmup:
+            times["torch"].append(t_pre + t_torch)
+            times["onnxruntime"].append(t_pre + t_ort)
+            pre.append(t_pre)
+            prof.append(stages(model, x))
+            diffs.append(E.parity(a, b))
+    rows = []
+    p = pd.DataFrame(prof).median()
+    total = float(np.median(pre)) + float(p.sum())
+    for backend, ts in times.items():
+        row = {
+            "model": model.name,
+            "input": f"{model.input_size[0]}x{model.input_size[1]}",
+            "backend": backend,
+            "threads": threads,
+            "median_ms": round(float(np.median(ts)), 2),
+            "p95_ms": round(float(np.percentile(ts, 95)), 2),
+            "images": len(ts),
+        }
+        if backend == "torch":
+            row["pre-processing %"] = round(100 * float(np.median(pre)) / total, 1)
+            for k in ("network", "nearest neighbours", "post-processing"):
+                row[f"{k} %"] = round(100 * float(p.get(k, 0.0)) / total, 1)
+        else:
+            row["max rel. diff vs torch"] = f"{max(max(d.values()) for d in diffs):.1e}"
+        rows.append(row)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--view", default="center")
+    ap.add_argument("--images", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--paper-sizes", action="store_true")
+    ap.add_argument("--out", default=None, help="CSV (default <data root>/tables/latency.csv)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = Path(args.data_root)
+    manifest = read_manifest(root / "data_manifest.csv")
+    test = select(manifest, args.view, "test").iloc[: args.images + 3]
+    crops = [read_image(root / p) for p in test.image_path]
+    roi = read_image(root / "roi" / f"{args.view}.png")
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="latency-"))
+    for name in args.models.split(","):
+        cell = Cell(name, args.view, True, 0)
+        if not is_done(root / "results", cell):
+            print(f"{cell.key}: not trained under {root}; skipped", flush=True)
+            continue
+        model = AnomalyModel.load(cell_dir(root / "results", cell) / "checkpoint")
+        rows += measure(model, crops, roi, tmp / f"{name}.onnx", args.threads)
+        print(pd.DataFrame(rows[-2:]).to_string(index=False), flush=True)
+        if args.paper_sizes:  # Table 3's input size; tiny training budgets (latency only)
+            paper = make_model(name, None, **PAPER_FIT[name])
+            train = load_images(
+                root, select(manifest, args.view, "train", "normal").iloc[:16], paper.input_size, True
+            )
+            paper.fit(train, train[:2])
+            rows += measure(paper, crops[:13], roi, tmp / f"{name}-paper.onnx", args.threads)
+            print(pd.DataFrame(rows[-2:]).to_string(index=False), flush=True)
+    table = pd.DataFrame(rows)
+    table["GPU median ms"] = "not measured (no GPU lent)"
+    out = Path(args.out) if args.out else root / "tables" / "latency.csv"
+    write_csv(out, table)
+    print(f"\n{table.to_string(index=False)}\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
