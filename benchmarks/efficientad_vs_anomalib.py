@@ -98,7 +98,14 @@ def main():
         t = torch.from_numpy(np.ascontiguousarray(x)).flip(-1).permute(0, 3, 1, 2).float() / 255.0
         return ano(t)
 
-    ms = interleaved_median_ms({"ours": ours.predict, "anomalib": ano_predict}, test)
+    import tempfile
+
+    from lib.models.export import OnnxPredictor, export_onnx
+
+    onnx_s = OnnxPredictor(export_onnx(ours, Path(tempfile.mkdtemp()) / "efficientad_s.onnx"), args.threads)
+    ms = interleaved_median_ms(
+        {"ours": ours.predict, "ours (onnxruntime)": onnx_s.predict, "anomalib": ano_predict}, test
+    )
     ms_ours, ms_ano = ms["ours"], ms["anomalib"]
     memseg = make_model(
         "memseg", None, input_size=size, iterations=2, batch_size=2, memory_samples=8, device="cpu"
@@ -108,6 +115,10 @@ def main():
     print(f"{len(test)} test images at {size[0]}x{size[1]}, batch 1, {args.threads} thread(s)")
     print(f"ours EfficientAD-S: {ms_ours:.1f} ms/image; anomalib EfficientAd(small): {ms_ano:.1f} ms/image")
     print(f"latency ratio ours/anomalib = {ms_ours / ms_ano:.2f} (target <= 0.5)")
+    ms_onnx = ms["ours (onnxruntime)"]
+    print(
+        f"ours EfficientAD-S under ONNX Runtime: {ms_onnx:.1f} ms/image, ratio {ms_onnx / ms_ano:.2f} (target <= 0.5)"
+    )
     x = torch.zeros(1, 3, *size[::-1])
     g_ours, g_ano = conv_gmac(ours.net, x), conv_gmac(ano, x)
     print(

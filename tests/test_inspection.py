@@ -418,3 +418,25 @@ def test_mqtt_unreachable_broker_is_a_clear_error(bundle, stream, tmp_path):
     s.close()
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
         run_inspection(bundle, stream[0], tmp_path / "o", mqtt=f"127.0.0.1:{port}", progress=False)
+
+
+def test_follow_picks_up_videos_as_they_arrive(bundle, stream, tmp_path):
+    """--follow on a folder: chunks renamed into place one by one while inspection runs."""
+    src, cars = stream
+    live = tmp_path / "live"
+    live.mkdir()
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(
+            run_inspection(bundle, live, tmp_path / "out", follow=True, idle_timeout=2.0, progress=False)
+        )
+    )
+    worker.start()
+    for f in sorted(src.glob("chunk_*.mp4")):
+        part = live / (f.name + ".part")  # not a video name until renamed
+        shutil.copyfile(f, part)
+        part.rename(live / f.name)
+        time.sleep(0.3)
+    worker.join(60)
+    assert not worker.is_alive()
+    assert result["underbodies"] == N_CARS and result["frames"] == cars.last_frame.iloc[-1] + 1

@@ -41,12 +41,14 @@ def project(per_layer: list[torch.Tensor], pretrain_dim: int, target_dim: int) -
 def adaptive_pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """(n_in, n_out) matrix M with x @ M == adaptive_avg_pool1d(x, n_out): column j averages inputs
     floor(j n_in / n_out) .. ceil((j + 1) n_in / n_out) - 1, PyTorch's bins."""
+    import numpy as np
+
     n_in, n_out = int(n_in), int(n_out)
-    m = torch.zeros(n_in, n_out)
+    m = np.zeros((n_in, n_out), np.float32)  # built outside torch: one constant in an exported graph
     for j in range(n_out):
         a, b = (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)
         m[a:b, j] = 1.0 / (b - a)
-    return m
+    return torch.from_numpy(m)
 
 
 def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
