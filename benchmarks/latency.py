@@ -47,7 +47,7 @@ _RANDOM_OK = {"allow_random_backbone": True}  # latency only: the paper backbone
 PAPER_FIT = {
     "patchcore": {"backbone": "auto", **_RANDOM_OK},
     "simplenet": {"backbone": "auto", "meta_epochs": 1, **_RANDOM_OK},
-    "memseg": {"iterations": 2},
+    "memseg": {"iterations": 2, "batch_size": 2, "memory_samples": 8},
     "efficientad_s": {"iterations": 2, "teacher_iterations": 2, **_RANDOM_OK},
     "efficientad_m": {"iterations": 2, "teacher_iterations": 2, **_RANDOM_OK},
 }

@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--mqtt", default=None, help="HOST:PORT: publish verdicts and alerts")
     ins.add_argument("--alerts", default=None, help="alert rules (TOML); default the bundle's")
     ins.add_argument("--overlays", default="all", choices=["all", "anomalous", "none"])
+    ins.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="onnxruntime: export, then run ONNX",
+    )
     exp = sub.add_parser("export", help="export a trained model to ONNX (graph up to image score and map)")
     src = exp.add_mutually_exclusive_group(required=True)
     src.add_argument("--cell", help="a grid cell, e.g. patchcore/front/masked/seed0")
@@ -134,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 mqtt=args.mqtt,
                 alerts_config=args.alerts,
                 overlays=args.overlays,
+                backend=args.backend,
             )
         except (BundleError, StreamError, ConnectionError, ValueError) as exc:
             print(f"python -m lib inspect: {exc}", file=sys.stderr)

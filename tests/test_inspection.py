@@ -440,3 +440,16 @@ def test_follow_picks_up_videos_as_they_arrive(bundle, stream, tmp_path):
     worker.join(60)
     assert not worker.is_alive()
     assert result["underbodies"] == N_CARS and result["frames"] == cars.last_frame.iloc[-1] + 1
+
+
+def test_onnxruntime_backend_gives_the_same_verdicts(bundle, stream, tmp_path):
+    src, _ = stream
+    run_inspection(bundle, src, tmp_path / "t", progress=False, overlays="none")
+    run_inspection(bundle, src, tmp_path / "o", progress=False, overlays="none", backend="onnxruntime")
+    a = ie.read_jsonl(tmp_path / "t" / "verdicts.jsonl")
+    b = ie.read_jsonl(tmp_path / "o" / "verdicts.jsonl")
+    assert len(a) == len(b) == N_CARS
+    for ra, rb in zip(a, b, strict=True):
+        for v in VIEWPOINTS:
+            assert rb["views"][v]["score"] == pytest.approx(ra["views"][v]["score"], rel=1e-4)
+            assert rb["views"][v]["verdict"] == ra["views"][v]["verdict"]

@@ -63,7 +63,18 @@ def overlay(crop: np.ndarray, crop_map: np.ndarray, threshold: float, regions: l
 class Inspector:
     """One bundle, ready to inspect frames; ``push``/``finish`` return underbody records."""
 
-    def __init__(self, bundle_dir, out_dir=None, overlays: str = "all", alerts_config=None, max_gap=None):
+    def __init__(
+        self,
+        bundle_dir,
+        out_dir=None,
+        overlays: str = "all",
+        alerts_config=None,
+        max_gap=None,
+        backend: str = "torch",
+        threads: int | None = None,
+    ):
+        """``backend="onnxruntime"``: each view's model is exported to ONNX (into a temporary folder; the
+        bundle is never modified) and run under ONNX Runtime -- faster at the quick sizes on this CPU."""
         if overlays not in ("all", "anomalous", "none"):
             raise ValueError(f"overlays must be 'all', 'anomalous' or 'none', got {overlays!r}")
         d = Path(bundle_dir)
@@ -84,9 +95,17 @@ class Inspector:
                 raise BundleError(
                     f"{d / v / 'template.png'}: size {template.shape[1::-1]}, bundle says {self.crop_size}"
                 )
+            model = AnomalyModel.load(d / v / "model")
+            if backend != "torch":
+                import tempfile
+
+                from lib.models.export import predictor
+
+                self._onnx_dir = getattr(self, "_onnx_dir", None) or Path(tempfile.mkdtemp(prefix="onnx-"))
+                model = predictor(model, backend, self._onnx_dir / f"{v}.onnx", threads)
             self.views[v] = {
                 **meta,
-                "model": AnomalyModel.load(d / v / "model"),
+                "model": model,
                 "matcher": TemplateMatcher(template, 4, f"template {v!r}"),
                 "roi": roi,
                 "regions": read_image(d / v / "regions.png", cv2.IMREAD_GRAYSCALE),
@@ -296,6 +315,7 @@ def run_inspection(
     overlays: str = "all",
     progress: bool = True,
     max_frames: int | None = None,
+    backend: str = "torch",
 ) -> dict:
     """Inspect ``source`` with the bundle; write ``verdicts.jsonl``, ``alerts.jsonl`` and overlays to
     ``out_dir`` (one JSON line per underbody / alert, appended as they happen); return a summary."""
@@ -304,7 +324,7 @@ def run_inspection(
     from lib.fileio import ensure_writable_dir
 
     out = ensure_writable_dir(out_dir, "inspection output folder")
-    insp = Inspector(bundle_dir, out, overlays, alerts_config)
+    insp = Inspector(bundle_dir, out, overlays, alerts_config, backend=backend)
     publisher = None
     if mqtt:
         from lib.inspection.mqtt import Publisher
