@@ -1,4 +1,5 @@
-"""Mutation check for the metric, statistics, claims and store tests: each plausible mistake must fail a test.
+"""Mutation check for the metric, statistics, claims, store, inspection and export tests: each plausible
+mistake must fail a test.
 
     .venv/bin/python tests/mutations.py            # all mutations, ~5 min on 2 cores
     .venv/bin/python tests/mutations.py 3 5        # only mutations 3 and 5
@@ -21,8 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_metrics.py", "tests/test_statistics.py", "tests/test_claims.py", "tests/test_store.py"]
 M, S, E = "lib/evaluate/metrics.py", "lib/evaluate/store.py", "lib/evaluate/evaluate.py"
 BO, SG, CL = "lib/evaluate/bootstrap.py", "lib/evaluate/significance.py", "lib/evaluate/claims.py"
+AL, SE, IN = "lib/inspection/alerts.py", "lib/inspection/segment.py", "lib/inspection/inspector.py"
+EV, FE = "lib/inspection/evaluate.py", "lib/models/features.py"
+FAST = [
+    "tests/test_inspection.py",
+    "-k",
+    "segmenter and not rendered or ewma or k_of_n or fusion or outcomes",
+]
 
-# (description, file, exact text, replacement)
+# (description, file, exact text, replacement[, the pytest arguments that must catch it; default TESTS])
 MUTATIONS = [
     (
         "AUPRO without the interpolation at FPR 0.3",
@@ -110,13 +118,58 @@ MUTATIONS = [
         "return REPRODUCED",
     ),
     ("masking change with the sign flipped", CL, "100.0 * (m0 - r0) / r0", "100.0 * (r0 - m0) / r0"),
+    # the inspection loop and the export (fast tests only: no model training, no stream rendering)
+    (
+        "EWMA limit without the square root",
+        AL,
+        "(self.lam / (2 - self.lam)) ** 0.5",
+        "(self.lam / (2 - self.lam))",
+        FAST,
+    ),
+    (
+        "k of n fires one flag late",
+        AL,
+        "sum(self.history[seam]) >= c.k",
+        "sum(self.history[seam]) > c.k",
+        FAST,
+    ),
+    (
+        "an alert on every underbody in alarm",
+        AL,
+        "if on and not self.in_alarm[(seam, rule)]:",
+        "if on:",
+        FAST,
+    ),
+    ("EWMA without clipping", AL, "z = max(-c.clip, min(c.clip, z))", "z = z", FAST),
+    (
+        "a view rising again does not start the next car",
+        SE,
+        "any(v in self.views and self.views[v].done for v in above)",
+        "False",
+        FAST,
+    ),
+    (
+        "a missing view fused as z = 0",
+        IN,
+        'feats = [z.get(v, fusion["normal_median"][v]) for v in VIEWPOINTS]',
+        "feats = [z.get(v, 0.0) for v in VIEWPOINTS]",
+        FAST,
+    ),
+    ("alert window one car too long", EV, "(cars.car > c - window)", "(cars.car >= c - window)", FAST),
+    (
+        "pooling bins end at the floor",
+        FE,
+        "a, b = (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)",
+        "a, b = (j * n_in) // n_out, max((j + 1) * n_in // n_out, (j * n_in) // n_out + 1)",
+        ["tests/test_export.py", "-k", "pool"],
+    ),
 ]
 
 
 def run(indices) -> int:
     survived = 0
     for i in indices:
-        desc, rel, old, new = MUTATIONS[i]
+        desc, rel, old, new, *only = MUTATIONS[i]
         with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
             tmp = Path(tmp)
             for part in ("lib", "tests"):
@@ -128,7 +181,16 @@ def run(indices) -> int:
                 raise SystemExit(f"mutation {i} ({desc}): {old!r} occurs {text.count(old)} times in {rel}")
             path.write_text(text.replace(old, new))
             proc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-x",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    *(only[0] if only else TESTS),
+                ],
                 cwd=tmp,
                 capture_output=True,
                 text=True,

@@ -384,6 +384,7 @@ def broker():
     asyncio.run_coroutine_threadsafe(holder["broker"].shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     t.join(5)
+    loop.close()
 
 
 def test_verdicts_and_alerts_reach_an_mqtt_subscriber(bundle, stream, tmp_path, broker):
