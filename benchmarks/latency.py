@@ -86,7 +86,8 @@ def stages(model, x: torch.Tensor) -> dict:
         elif model.name == "memseg":
             logits = net(net.to_input(x))
             lap("network")
-            torch.softmax(logits, 1)[:, 1].flatten(1).topk(8, dim=1)
+            k = max(1, int(round(model.config.top_k_fraction * x.shape[1] * x.shape[2])))
+            torch.softmax(logits, 1)[:, 1].flatten(1).topk(k, dim=1).values.mean(1)
         else:
             st, ae = net.raw_maps(net.to_input(x))
             lap("network")

@@ -102,6 +102,28 @@ def draw_process_defect(rng: np.random.Generator, viewpoint: str, k: int) -> ub.
     )
 
 
+def draw_pass_plan(
+    pass_id: int, car_seed: int, rng: np.random.Generator, profile: Profile, defect, view: str
+) -> PassPlan:
+    """One pass's conveyor speed, lighting and pose, drawn from ``rng`` in a fixed order (the training
+    line and the inspection stream draw them alike)."""
+    return PassPlan(
+        pass_id=pass_id,
+        car_seed=car_seed,
+        speed=float(profile.conveyor_px_per_frame * profile.scale * rng.uniform(0.85, 1.15)),
+        gain=float(rng.uniform(0.82, 1.15)),
+        gain_drift=float(rng.uniform(-0.06, 0.06)),
+        gamma=float(rng.uniform(0.88, 1.12)),
+        colour_temp=float(rng.uniform(-1, 1)),
+        noise_sigma=float(rng.uniform(1.5, 4.0)),
+        pose_dy=float(rng.normal(0, 6)),
+        pose_angle=float(rng.normal(0, 0.35)),
+        pose_scale=float(rng.uniform(0.99, 1.01)),
+        defect=defect,
+        defect_viewpoint=view,
+    )
+
+
 def plan_passes(profile: Profile, seed: int | None = None) -> list[PassPlan]:
     """Draw the plan of every pass: which cars are defective, speeds, lighting, poses."""
     seed = profile.seed if seed is None else int(seed)
@@ -124,23 +146,8 @@ def plan_passes(profile: Profile, seed: int | None = None) -> list[PassPlan]:
         if view:
             defect = draw_process_defect(prng, view, n_defects)
             n_defects += 1
-        plans.append(
-            PassPlan(
-                pass_id=pid,
-                car_seed=int(np.random.SeedSequence([seed, 17, pid]).generate_state(1)[0]),
-                speed=float(profile.conveyor_px_per_frame * profile.scale * prng.uniform(0.85, 1.15)),
-                gain=float(prng.uniform(0.82, 1.15)),
-                gain_drift=float(prng.uniform(-0.06, 0.06)),
-                gamma=float(prng.uniform(0.88, 1.12)),
-                colour_temp=float(prng.uniform(-1, 1)),
-                noise_sigma=float(prng.uniform(1.5, 4.0)),
-                pose_dy=float(prng.normal(0, 6)),
-                pose_angle=float(prng.normal(0, 0.35)),
-                pose_scale=float(prng.uniform(0.99, 1.01)),
-                defect=defect,
-                defect_viewpoint=view,
-            )
-        )
+        car_seed = int(np.random.SeedSequence([seed, 17, pid]).generate_state(1)[0])
+        plans.append(draw_pass_plan(pid, car_seed, prng, profile, defect, view))
     return plans
 
 

@@ -98,23 +98,8 @@ def plan_stream(
             view = VIEWPOINTS[int(rng.integers(len(VIEWPOINTS)))]
             defect = sl.draw_process_defect(rng, view, n_defects)
             n_defects += 1
-        plans.append(
-            sl.PassPlan(
-                pass_id=k,
-                car_seed=int(np.random.SeedSequence([seed, STREAM_NAMESPACE, 1, k]).generate_state(1)[0]),
-                speed=float(profile.conveyor_px_per_frame * profile.scale * rng.uniform(0.85, 1.15)),
-                gain=float(rng.uniform(0.82, 1.15)),
-                gain_drift=float(rng.uniform(-0.06, 0.06)),
-                gamma=float(rng.uniform(0.88, 1.12)),
-                colour_temp=float(rng.uniform(-1, 1)),
-                noise_sigma=float(rng.uniform(1.5, 4.0)),
-                pose_dy=float(rng.normal(0, 6)),
-                pose_angle=float(rng.normal(0, 0.35)),
-                pose_scale=float(rng.uniform(0.99, 1.01)),
-                defect=defect,
-                defect_viewpoint=view,
-            )
-        )
+        car_seed = int(np.random.SeedSequence([seed, STREAM_NAMESPACE, 1, k]).generate_state(1)[0])
+        plans.append(sl.draw_pass_plan(k, car_seed, rng, profile, defect, view))
     return plans
 
 

@@ -11,7 +11,6 @@ batch image by image. The Gaussian baseline (numpy + OpenCV, not a paper model) 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +152,12 @@ def predictor(model: AnomalyModel, backend: str = "torch", onnx_path=None, threa
     if backend == "torch":
         return model
     if backend == "onnxruntime":
-        if onnx_path is None or not Path(onnx_path).is_file():
-            onnx_path = export_onnx(model, Path(onnx_path or f"/tmp/{model.name}-{time.time_ns()}.onnx"))
+        if onnx_path is None:
+            import tempfile
+
+            onnx_path = Path(tempfile.mkdtemp(prefix="onnx-")) / f"{model.name}.onnx"
+        if not Path(onnx_path).is_file():
+            onnx_path = export_onnx(model, onnx_path)
         return OnnxPredictor(onnx_path, threads)
     raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
 
