@@ -8,14 +8,19 @@ PROFILE ?= auto
 DATA_ROOT ?=
 EXECUTOR ?= auto
 STAMP  := $(VENV)/.installed
+# a new .venv takes 6.7 GB (the torch wheel carries CUDA libraries); no pip cache, so nothing twice
+NEED_GB ?= 7
+PIP_FLAGS := --quiet --disable-pip-version-check --no-cache-dir
 
 .PHONY: run test lint env clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -c 'import shutil, sys; free = shutil.disk_usage(".").free / 2**30; \
+	  sys.exit(0 if free >= $(NEED_GB) else f"make: a new $(VENV) needs about $(NEED_GB) GB free here, only {free:.1f} GB are (df -h .); free some space, or NEED_GB=0 to try anyway")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
-	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . \
+	  || $(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
 	@touch $(STAMP)
 
 env: $(STAMP)
