@@ -1,5 +1,5 @@
-"""Mutation check for the metric, statistics, claims, store, inspection and export tests: each plausible
-mistake must fail a test.
+"""Mutation check for the metric, statistics, claims, store, inspection, export and PDN-geometry
+tests: each plausible mistake must fail a test.
 
     .venv/bin/python tests/mutations.py            # all mutations, ~5 min on 2 cores
     .venv/bin/python tests/mutations.py 3 5        # only mutations 3 and 5
@@ -24,6 +24,8 @@ M, S, E = "lib/evaluate/metrics.py", "lib/evaluate/store.py", "lib/evaluate/eval
 BO, SG, CL = "lib/evaluate/bootstrap.py", "lib/evaluate/significance.py", "lib/evaluate/claims.py"
 AL, SE, IN = "lib/inspection/alerts.py", "lib/inspection/segment.py", "lib/inspection/inspector.py"
 EV, FE = "lib/inspection/evaluate.py", "lib/models/features.py"
+PD = "lib/models/efficientad/torch_model.py"
+GEO = ["tests/test_model_fidelity.py", "-k", "efficientad_map or efficientad_warns or exact_geometry"]
 FAST = [
     "tests/test_inspection.py",
     "-k",
@@ -162,6 +164,27 @@ MUTATIONS = [
         "a, b = (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)",
         "a, b = (j * n_in) // n_out, max((j + 1) * n_in // n_out, (j * n_in) // n_out + 1)",
         ["tests/test_export.py", "-k", "pool"],
+    ),
+    (
+        "PDN coverage counts the last cell's span as full stride",
+        PD,
+        "frac *= (4 * (n - 1) + 1) / int(length)",
+        "frac *= (4 * n) / int(length)",
+        GEO,
+    ),
+    (
+        "PDN map sampled without the +1 of the padded cell",
+        PD,
+        "/ PDN_STRIDE + 1\n    tx",
+        "/ PDN_STRIDE\n    tx",
+        GEO,
+    ),
+    (
+        "PDN coverage warning never fires",
+        "lib/models/efficientad/__init__.py",
+        "if self.map_coverage < MIN_COVERAGE:",
+        "if self.map_coverage < 0:",
+        GEO,
     ),
 ]
 

@@ -1,5 +1,7 @@
 """The models match the paper and the reference implementations where it matters for the numbers."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from lib.config import load_profile
 from lib.models import backbones as bb
 from lib.models import make_model, model_config
 from lib.models.data import resize_image
-from lib.models.efficientad.torch_model import EfficientADModel, pdn, pdn_map_to_image
+from lib.models.efficientad.torch_model import EfficientADModel, pdn, pdn_coverage, pdn_map_to_image
 from lib.models.features import aggregate_patches
 
 
@@ -77,6 +79,26 @@ def test_efficientad_map_impulse_lands_where_its_patch_is(input_hw):
             gy, gx = np.unravel_index(gt.argmax(), gt.shape)
             ey, ex = (4 * ty + 16 + 0.5) * 480 / 256 - 0.5, (4 * tx + 16 + 0.5) * 848 / 256 - 0.5
             assert abs(gy - ey) <= 2 and abs(gx - ex) <= 2
+
+
+@pytest.mark.parametrize("input_hw", [(256, 256), (64, 112), (120, 212), (33, 40), (32, 64)])
+def test_efficientad_map_coverage_is_where_the_map_is_not_padding(input_hw):
+    h, w = input_hw
+    gh, gw = max(0, (h - 33) // 4 + 1), max(0, (w - 33) // 4 + 1)
+    if gh and gw:
+        up = pdn_map_to_image(torch.ones(1, 1, gh, gw), (h, w))[0, 0].numpy()
+        assert pdn_coverage((h, w)) == pytest.approx(float((up > 1 - 1e-5).mean()), abs=1e-9)
+    else:
+        assert pdn_coverage((h, w)) == 0.0
+
+
+def test_efficientad_warns_when_most_of_the_image_is_blind():
+    assert pdn_coverage((256, 256)) == pytest.approx(221**2 / 256**2)
+    with pytest.warns(UserWarning, match="covers only 31%"):
+        make_model("efficientad_s", None, input_size=(112, 64), out_channels=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_model("efficientad_s", None, input_size=(128, 128), out_channels=8)
 
 
 def test_efficientad_forward_uses_the_exact_geometry():

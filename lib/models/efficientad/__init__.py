@@ -11,6 +11,7 @@ Checkpoint policy: the last iteration. Map normalisation uses validation *normal
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from functools import lru_cache
 
 import cv2
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from lib.config import select_device
 from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.data import resize_image
-from lib.models.efficientad.torch_model import EfficientADModel
+from lib.models.efficientad.torch_model import MIN_COVERAGE, EfficientADModel, pdn_coverage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +106,16 @@ class EfficientAD(AnomalyModel):
             self.device
         )
         self.backbone_description = f"PDN-{c.model_size}; teacher: not yet trained"
+        w, h = c.input_size
+        self.map_coverage = pdn_coverage((h, w))
+        if self.map_coverage < MIN_COVERAGE:
+            warnings.warn(
+                f"EfficientAD input_size {w}x{h}: the unpadded PDN's map covers only "
+                f"{self.map_coverage:.0%} of the image (its outer 16 pixels on each side are blind, the "
+                f"original's geometry; the paper's 256x256 covers 75%, 128x128 53%; below "
+                f"{MIN_COVERAGE:.0%} defects near the border go unseen)",
+                stacklevel=2,
+            )
 
     def _t(self, images):
         return self.net.to_input(torch.from_numpy(np.ascontiguousarray(images)).to(self.device))
@@ -191,6 +202,7 @@ class EfficientAD(AnomalyModel):
             "teacher_curve": teacher_curve[:: max(1, len(teacher_curve) // 50)],
             "teacher": self.teacher_source,
             "checkpoint": "last iteration",
+            "map_coverage": round(self.map_coverage, 3),
             "normalisation": "validation normal images"
             if val is not None and len(val)
             else "training images",

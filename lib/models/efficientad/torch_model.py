@@ -46,14 +46,33 @@ def pdn_map_to_image(maps: torch.Tensor, size) -> torch.Tensor:
     n, c, h, w = maps.shape
     big_h, big_w = int(size[0]), int(size[1])
     dev, dt = maps.device, maps.dtype
-    ty = (torch.arange(big_h, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE
-    tx = (torch.arange(big_w, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE
-    gy = ty * 2 / max(h - 1, 1) - 1 if h > 1 else torch.where(ty.abs() <= 1, 0.0, 2.0).to(dt)
-    gx = tx * 2 / max(w - 1, 1) - 1 if w > 1 else torch.where(tx.abs() <= 1, 0.0, 2.0).to(dt)
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # (H, W, (x, y))
+    padded = F.pad(maps, (1, 1, 1, 1))  # one zero cell each side: the fade to zero, for any map size
+    ty = (torch.arange(big_h, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE + 1
+    tx = (torch.arange(big_w, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE + 1
+    grid = torch.stack(torch.meshgrid(ty * 2 / (h + 1) - 1, tx * 2 / (w + 1) - 1, indexing="ij")[::-1], -1)
     return F.grid_sample(
-        maps, grid.expand(n, big_h, big_w, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+        padded, grid.expand(n, big_h, big_w, 2), mode="bilinear", padding_mode="zeros", align_corners=True
     )
+
+
+def pdn_coverage(size) -> float:
+    """Fraction of an (H, W) input's pixels that the unpadded PDN's map describes.
+
+    Cell centres run from pixel 16 to 4 (n - 1) + 16 on each axis (n = (L - 33) // 4 + 1 cells);
+    beyond them the map fades to the original's zero padding, so a defect there cannot score. At the
+    paper's 256x256 that is 75 % of the image; at 112x64, 31 %.
+    """
+    frac = 1.0
+    for length in size:
+        n = (int(length) - 33) // 4 + 1
+        if n < 1:
+            return 0.0
+        frac *= (4 * (n - 1) + 1) / int(length)
+    return frac
+
+
+#: below this coverage EfficientAD warns (the paper's 256x256 input covers 0.75, 128x128 0.53)
+MIN_COVERAGE = 0.5
 
 
 class AutoEncoder(nn.Module):
