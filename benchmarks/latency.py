@@ -27,76 +27,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.dataset.manifest import read_manifest  # noqa: E402
-from lib.evaluate.store import Cell, cell_dir, is_done  # noqa: E402
 from lib.fileio import read_image, write_csv  # noqa: E402
 from lib.masking import apply_roi  # noqa: E402
+from lib.models import REGISTRY, make_model  # noqa: E402
 from lib.models import export as E  # noqa: E402
-from lib.models import make_model  # noqa: E402
 from lib.models.base import AnomalyModel  # noqa: E402
 from lib.models.data import load_images, resize_image, select  # noqa: E402
-from lib.models.features import nearest  # noqa: E402
-from lib.models.patchcore.torch_model import gaussian_blur  # noqa: E402
-
-MODELS = ("patchcore", "simplenet", "memseg", "efficientad_s", "efficientad_m")
-_RANDOM_OK = {"allow_random_backbone": True}  # latency only: the paper backbones' weights may be absent
-PAPER_FIT = {
-    "patchcore": {"backbone": "auto", **_RANDOM_OK},
-    "simplenet": {"backbone": "auto", "meta_epochs": 1, **_RANDOM_OK},
-    "memseg": {"iterations": 2, "batch_size": 2, "memory_samples": 8},
-    "efficientad_s": {"iterations": 2, "teacher_iterations": 2, **_RANDOM_OK},
-    "efficientad_m": {"iterations": 2, "teacher_iterations": 2, **_RANDOM_OK},
-}
+from lib.store import Cell, cell_dir, is_done  # noqa: E402
 
 
 def stages(model, x: torch.Tensor) -> dict:
-    """One image's torch inference split into stages (the same steps as ``predict``), in ms."""
-    out, t = {}, time.perf_counter()
+    """One image's inference (the model's own ``forward``, what ``predict`` runs) split by the torch
+    module's top-level parts, in ms; whatever runs outside them (nearest neighbours, resizing, blur,
+    normalisation) is "rest". Generic: forward hooks, no model named here."""
+    net, out, starts = model.net, {}, {}
 
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        out[name] = out.get(name, 0.0) + 1e3 * (now - t)
-        t = now
+    def before(name):
+        return lambda *_: starts.__setitem__(name, time.perf_counter())
 
-    net = model.net
-    with torch.inference_mode():
-        if model.name == "patchcore":
-            emb, (h, w) = net.embed(x)
-            lap("network")
-            dist, idx = nearest(emb, net.memory_bank, k=1)
-            patch = dist[:, 0].view(1, h, w)
-            best = patch.view(1, -1).argmax(1)
-            m_star = net.memory_bank[idx.view(1, -1)[0, best]]
-            _, support = nearest(m_star, net.memory_bank, k=model.config.num_neighbors)
-            lap("nearest neighbours")
-            m = F.interpolate(patch[:, None], size=x.shape[1:3], mode="bilinear", align_corners=False)
-            gaussian_blur(m, model.config.blur_sigma)
-        elif model.name == "simplenet":
-            feats, (h, w) = net.embed(x)
-            s = net.patch_scores(feats.reshape(-1, feats.shape[-1])).view(1, 1, h, w)
-            lap("network")
-            m = F.interpolate(s, size=x.shape[1:3], mode="bilinear", align_corners=False)
-            gaussian_blur(m, model.config.blur_sigma)
-            s.amax()
-        elif model.name == "memseg":
-            logits = net(net.to_input(x))
-            lap("network")
-            k = max(1, int(round(model.config.top_k_fraction * x.shape[1] * x.shape[2])))
-            torch.softmax(logits, 1)[:, 1].flatten(1).topk(k, dim=1).values.mean(1)
-        else:
-            st, ae = net.raw_maps(net.to_input(x))
-            lap("network")
-            st = 0.1 * (st - net.q_st_a) / (net.q_st_b - net.q_st_a + 1e-12)
-            ae = 0.1 * (ae - net.q_ae_a) / (net.q_ae_b - net.q_ae_a + 1e-12)
-            from lib.models.efficientad.torch_model import pdn_map_to_image
+    def after(name):
+        return lambda *_: out.__setitem__(
+            name, out.get(name, 0.0) + 1e3 * (time.perf_counter() - starts[name])
+        )
 
-            pdn_map_to_image(0.5 * st + 0.5 * ae, x.shape[1:3]).amax()
-        lap("post-processing")
+    hooks = []
+    for name, child in net.named_children():
+        hooks += [child.register_forward_pre_hook(before(name)), child.register_forward_hook(after(name))]
+    try:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            net.eval()(x)
+        total = 1e3 * (time.perf_counter() - t0)
+    finally:
+        for h in hooks:
+            h.remove()
+    out["rest"] = total - sum(out.values())
     return out
 
 
@@ -141,8 +110,8 @@ def measure(model, crops, roi, onnx_path, threads, warmup=3) -> list[dict]:
         }
         if backend == "torch":
             row["pre-processing %"] = round(100 * float(np.median(pre)) / total, 1)
-            for k in ("network", "nearest neighbours", "post-processing"):
-                row[f"{k} %"] = round(100 * float(p.get(k, 0.0)) / total, 1)
+            parts = ", ".join(f"{k} {100 * float(v) / total:.0f}%" for k, v in p.items() if v > 0)
+            row["stages (share of median)"] = parts
         else:
             row["max rel. diff vs torch"] = f"{max(max(d.values()) for d in diffs):.1e}"
         rows.append(row)
@@ -155,7 +124,7 @@ def main() -> int:
     ap.add_argument("--view", default="center")
     ap.add_argument("--images", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(E.exportable()))
     ap.add_argument("--paper-sizes", action="store_true")
     ap.add_argument("--out", default=None, help="CSV (default <data root>/tables/latency.csv)")
     args = ap.parse_args()
@@ -176,7 +145,7 @@ def main() -> int:
         rows += measure(model, crops, roi, tmp / f"{name}.onnx", args.threads)
         print(pd.DataFrame(rows[-2:]).to_string(index=False), flush=True)
         if args.paper_sizes:  # Table 3's input size; tiny training budgets (latency only)
-            paper = make_model(name, None, **PAPER_FIT[name])
+            paper = make_model(name, None, **REGISTRY[name].quick_fit)
             train = load_images(
                 root, select(manifest, args.view, "train", "normal").iloc[:16], paper.input_size, True
             )

@@ -29,10 +29,10 @@ def one_cell(args):
     from lib.config import load_profile
     from lib.dataset.manifest import read_manifest
     from lib.evaluate.evaluate import evaluate_outputs, load_outputs
-    from lib.evaluate.store import Cell
     from lib.models import make_model
     from lib.models.efficientad.teacher import prepare_teacher
     from lib.models.train import run_cell
+    from lib.store import Cell
 
     prof = load_profile(profile_name)
     manifest = read_manifest(Path(data_root) / "data_manifest.csv")

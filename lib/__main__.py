@@ -1,12 +1,169 @@
-"""Command line: ``python -m lib run --profile quick`` runs the workbook end to end."""
+"""Command line: ``python -m lib run --profile quick`` runs the workbook end to end.
+
+One function per subcommand (``cmd_<name>``, chosen with ``set_defaults(func=...)``); the data root is
+resolved in one place (``lib.config.data_root_for``) and every expected failure leaves through one
+path (``main``): a message naming the file or setting on stderr, exit code 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _data_root(args) -> Path:
+    from lib.config import data_root_for
+
+    return data_root_for(args.profile, getattr(args, "data_root", None))
+
+
+def cmd_run(args) -> int:
+    from lib.workbook import run_workbook
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    models = [s.strip() for s in args.models.split(",")] if args.models else None
+    extra = {}
+    if args.executor in ("process", "auto") and args.workers:
+        extra["workers"] = args.workers
+    if args.executor == "ray":
+        extra.update(address=args.ray_address, gpus_per_cell=args.gpus_per_cell)
+    results = run_workbook(
+        args.profile,
+        args.data_root,
+        args.runs_dir,
+        only,
+        args.seed,
+        executor=args.executor,
+        models=models,
+        **extra,
+    )
+    failed = [r for r in results if r["error"]]
+    if failed:
+        print(f"{len(failed)} notebook(s)/cell(s) FAILED:", file=sys.stderr)
+        for r in failed:
+            print(f"  {r.get('notebook') or r.get('cell')}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_readme_results(args) -> int:
+    from lib.config import REPO_ROOT, resolve_profile_name
+    from lib.report import update_readme
+
+    print(
+        update_readme(REPO_ROOT / "runs" / resolve_profile_name(args.profile) / "results.md", note=args.note)
+    )
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from lib.acquire.sealant_line import simulate_line
+    from lib.config import load_profile
+
+    summary = simulate_line(load_profile(args.profile), args.data_root, args.seed, args.workers)
+    print(json.dumps({k: v for k, v in summary.items() if k != "templates"}, indent=2))
+    return 0
+
+
+def cmd_check_data(args) -> int:
+    from lib.dataset.manifest import read_manifest
+
+    root = _data_root(args)
+    t0 = time.perf_counter()
+    df = read_manifest(
+        root / "data_manifest.csv", data_root=root, check_files=True, verify=not args.no_verify
+    )
+    what = "files, sizes and SHA-256" if not args.no_verify else "files and sizes"
+    print(
+        f"check-data: {root / 'data_manifest.csv'}: {len(df)} rows, {df.viewpoint.nunique()} viewpoint(s); "
+        f"{what} OK in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def cmd_bundle(args) -> int:
+    from lib.inspection.bundle import make_bundle
+
+    out = make_bundle(
+        args.profile, args.model, args.out, args.seed, args.variant == "masked", args.data_root, args.alerts
+    )
+    print(f"bundle written to {out}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from lib.inspection.inspector import run_inspection
+
+    summary = run_inspection(
+        args.bundle,
+        args.source,
+        args.out,
+        follow=args.follow,
+        idle_timeout=args.idle_timeout,
+        mqtt=args.mqtt,
+        alerts_config=args.alerts,
+        overlays=args.overlays,
+        backend=args.backend,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from lib.models import export as E
+    from lib.models.base import AnomalyModel
+    from lib.store import Cell, cell_dir
+
+    if args.cell:
+        ckpt = cell_dir(_data_root(args) / "results", Cell.from_key(args.cell)) / "checkpoint"
+        jobs = [(ckpt, Path(args.out))]
+    else:
+        from lib.inspection.bundle import verify_bundle
+
+        info = verify_bundle(args.bundle)
+        jobs = [(Path(args.bundle) / v / "model", Path(args.out) / f"{v}.onnx") for v in info["views"]]
+    for ckpt, out in jobs:
+        model = AnomalyModel.load(ckpt)
+        E.export_onnx(model, out)
+        probe = _probe(model)
+        check = E.parity(model.predict(probe), E.OnnxPredictor(out).predict(probe))
+        print(
+            f"{out}: {model.name} {model.input_size[0]}x{model.input_size[1]}; parity on a probe image {check}"
+        )
+    return 0
+
+
+def _probe(model):
+    """A deterministic textured probe image at the model's input size (export's parity check)."""
+    import numpy as np
+
+    w, h = model.input_size
+    return np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+
+
+def _expected_errors() -> tuple[type, ...]:
+    """Failures a user can fix (bad input, missing file, busy data root): a message, never a traceback."""
+    from lib.dataset.manifest import ManifestError
+    from lib.fileio import DataRootBusy
+    from lib.inspection.bundle import BundleError
+    from lib.inspection.inspector import StreamError
+    from lib.models.base import CheckpointError
+
+    return (
+        BundleError,
+        CheckpointError,
+        ConnectionError,
+        DataRootBusy,
+        FileNotFoundError,
+        ManifestError,
+        StreamError,
+        ValueError,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the numbered notebooks with papermill and render HTML")
@@ -73,164 +230,26 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--profile", default="auto")
     exp.add_argument("--data-root", default=None, help="--cell: default data/<profile>")
     exp.add_argument("--out", required=True, help="--cell: the .onnx file; --bundle: a folder")
-    args = parser.parse_args(argv)
-    if args.command == "export":
-        from pathlib import Path
-
-        from lib.config import resolve_profile_name
-        from lib.evaluate.store import Cell, cell_dir
-        from lib.models import export as E
-        from lib.models.base import AnomalyModel, CheckpointError
-        from lib.workbook import REPO_ROOT
-
-        try:
-            if args.cell:
-                root = Path(args.data_root or REPO_ROOT / "data" / resolve_profile_name(args.profile))
-                ckpt = cell_dir(root / "results", Cell.from_key(args.cell)) / "checkpoint"
-                jobs = [(ckpt, Path(args.out))]
-            else:
-                from lib.inspection.bundle import verify_bundle
-
-                info = verify_bundle(args.bundle)
-                jobs = [
-                    (Path(args.bundle) / v / "model", Path(args.out) / f"{v}.onnx") for v in info["views"]
-                ]
-            for ckpt, out in jobs:
-                model = AnomalyModel.load(ckpt)
-                E.export_onnx(model, out)
-                check = E.parity(model.predict(probe := _probe(model)), E.OnnxPredictor(out).predict(probe))
-                print(
-                    f"{out}: {model.name} {model.input_size[0]}x{model.input_size[1]}; parity on a probe image {check}"
-                )
-        except (FileNotFoundError, CheckpointError, ValueError) as exc:
-            print(f"python -m lib export: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "bundle":
-        from lib.inspection.bundle import BundleError, make_bundle
-
-        try:
-            out = make_bundle(
-                args.profile,
-                args.model,
-                args.out,
-                args.seed,
-                args.variant == "masked",
-                args.data_root,
-                args.alerts,
-            )
-        except (BundleError, FileNotFoundError, ValueError) as exc:
-            print(f"python -m lib bundle: {exc}", file=sys.stderr)
-            return 1
-        print(f"bundle written to {out}")
-        return 0
-    if args.command == "inspect":
-        import json
-
-        from lib.inspection.bundle import BundleError
-        from lib.inspection.inspector import StreamError, run_inspection
-
-        try:
-            summary = run_inspection(
-                args.bundle,
-                args.source,
-                args.out,
-                follow=args.follow,
-                idle_timeout=args.idle_timeout,
-                mqtt=args.mqtt,
-                alerts_config=args.alerts,
-                overlays=args.overlays,
-                backend=args.backend,
-            )
-        except (BundleError, StreamError, ConnectionError, ValueError) as exc:
-            print(f"python -m lib inspect: {exc}", file=sys.stderr)
-            return 1
-        print(json.dumps(summary))
-        return 0
-
-    if args.command == "run":
-        from lib.fileio import DataRootBusy
-        from lib.workbook import run_workbook
-
-        only = [s.strip() for s in args.only.split(",")] if args.only else None
-        models = [s.strip() for s in args.models.split(",")] if args.models else None
-        extra = {}
-        if args.executor in ("process", "auto") and args.workers:
-            extra["workers"] = args.workers
-        if args.executor == "ray":
-            extra.update(address=args.ray_address, gpus_per_cell=args.gpus_per_cell)
-        try:
-            results = run_workbook(
-                args.profile,
-                args.data_root,
-                args.runs_dir,
-                only,
-                args.seed,
-                executor=args.executor,
-                models=models,
-                **extra,
-            )
-        except DataRootBusy as exc:
-            print(f"python -m lib run: {exc}", file=sys.stderr)
-            return 1
-        failed = [r for r in results if r["error"]]
-        if failed:
-            print(f"{len(failed)} notebook(s)/cell(s) FAILED:", file=sys.stderr)
-            for r in failed:
-                print(f"  {r.get('notebook') or r.get('cell')}: {r['error']}", file=sys.stderr)
-        return 1 if failed else 0
-    if args.command == "readme-results":
-        from lib.config import resolve_profile_name
-        from lib.workbook import REPO_ROOT, update_readme
-
-        name = resolve_profile_name(args.profile)
-        print(update_readme(REPO_ROOT / "runs" / name / "results.md", note=args.note))
-        return 0
-    if args.command == "check-data":
-        import time
-        from pathlib import Path
-
-        from lib.config import resolve_profile_name
-        from lib.dataset.manifest import ManifestError, read_manifest
-        from lib.workbook import REPO_ROOT
-
-        root = (
-            Path(args.data_root)
-            if args.data_root
-            else REPO_ROOT / "data" / resolve_profile_name(args.profile)
-        )
-        t0 = time.perf_counter()
-        try:
-            df = read_manifest(
-                root / "data_manifest.csv", data_root=root, check_files=True, verify=not args.no_verify
-            )
-        except (ManifestError, FileNotFoundError) as exc:
-            print(f"check-data: FAILED: {exc}", file=sys.stderr)
-            return 1
-        what = "files, sizes and SHA-256" if not args.no_verify else "files and sizes"
-        print(
-            f"check-data: {root / 'data_manifest.csv'}: {len(df)} rows, {df.viewpoint.nunique()} viewpoint(s); "
-            f"{what} OK in {time.perf_counter() - t0:.1f} s"
-        )
-        return 0
-    if args.command == "simulate":
-        import json
-
-        from lib.acquire.sealant_line import simulate_line
-        from lib.config import load_profile
-
-        summary = simulate_line(load_profile(args.profile), args.data_root, args.seed, args.workers)
-        print(json.dumps({k: v for k, v in summary.items() if k != "templates"}, indent=2))
-        return 0
-    return 2
+    for sp, fn in (
+        (run, cmd_run),
+        (rd, cmd_readme_results),
+        (sim, cmd_simulate),
+        (chk, cmd_check_data),
+        (bun, cmd_bundle),
+        (ins, cmd_inspect),
+        (exp, cmd_export),
+    ):
+        sp.set_defaults(func=fn)
+    return parser
 
 
-def _probe(model):
-    """A deterministic textured probe image at the model's input size (export's parity check)."""
-    import numpy as np
-
-    w, h = model.input_size
-    return np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _expected_errors() as exc:
+        print(f"python -m lib {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

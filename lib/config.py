@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: The checkout (notebooks/, data/, runs/ live under it).
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 PROFILE_NAMES = ("paper", "quick", "smoke")
 VIEWPOINTS = ("front", "center", "back")
@@ -175,3 +177,14 @@ def select_device(preferred: str = "auto") -> str:
     if preferred not in ("cpu", "cuda") and not preferred.startswith("cuda:"):
         raise ValueError(f"unknown device {preferred!r}; use 'auto', 'cpu' or 'cuda[:N]'")
     return preferred
+
+
+def data_root_for(profile_name: str, data_root: Path | str | None = None) -> Path:
+    """The one rule for where a profile's data lives: ``data_root`` if given, else ``<repo>/data/<profile>``."""
+    return Path(data_root) if data_root else REPO_ROOT / "data" / resolve_profile_name(profile_name)
+
+
+def open_profile(profile: str = "auto", data_root: Path | str | None = None) -> tuple[Profile, Path]:
+    """What every notebook opens with: the profile and its data root (``None``: ``data/<profile>``)."""
+    prof = load_profile(profile)
+    return prof, data_root_for(prof.name, data_root)

@@ -20,27 +20,40 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lib.evaluate.store import Cell, is_done
+from lib.store import Cell, is_done
 
-#: model name -> (training notebook, extra papermill parameters)
-TRAINING_NOTEBOOKS = {
-    "baseline": ("04_train_baseline.ipynb", {}),
-    "patchcore": ("04_train_patchcore.ipynb", {}),
-    "memseg": ("05_train_memseg.ipynb", {}),
-    "efficientad_s": ("06_train_efficientad.ipynb", {"models": ["efficientad_s"]}),
-    "efficientad_m": ("06_train_efficientad.ipynb", {"models": ["efficientad_m"]}),
-    "simplenet": ("07_train_simplenet.ipynb", {}),
-}
-ALL_MODELS = tuple(TRAINING_NOTEBOOKS)
-#: rough relative cost of one cell on a CPU; the grid starts the longest cells first so that parallel
-#: workers finish together (longest-processing-time-first scheduling)
-RELATIVE_COST = {"efficientad_m": 6, "efficientad_s": 5, "memseg": 4, "simplenet": 2, "patchcore": 2}
+
+def training_notebook(model: str) -> tuple[str, dict]:
+    """The notebook that trains ``model``'s cells and the extra papermill parameters it takes (model hooks)."""
+    cls = model_class(model)
+    return cls.training_notebook, dict(cls.notebook_parameters)
+
+
+def model_class(model: str):
+    from lib.models import REGISTRY
+
+    if model not in REGISTRY:
+        raise ValueError(f"unknown model(s) [{model!r}]; choose from {list(grid_models())}")
+    return REGISTRY[model]
+
+
+def grid_models() -> tuple[str, ...]:
+    from lib.models import GRID_MODELS
+
+    return GRID_MODELS
+
+
+def _cost(model: str) -> float:
+    try:
+        return model_class(model).relative_cost
+    except ValueError:  # test doubles ("fail") are cheap
+        return 1
 
 
 def plan_grid(models, viewpoints, variants, seeds) -> list[Cell]:
-    unknown = set(models) - set(TRAINING_NOTEBOOKS)
+    unknown = set(models) - set(grid_models())
     if unknown:
-        raise ValueError(f"unknown model(s) {sorted(unknown)}; choose from {list(TRAINING_NOTEBOOKS)}")
+        raise ValueError(f"unknown model(s) {sorted(unknown)}; choose from {list(grid_models())}")
     bad = set(variants) - {"raw", "masked"}
     if bad:
         raise ValueError(f"variants must be 'raw' and/or 'masked', got {sorted(bad)}")
@@ -61,15 +74,10 @@ def expected_identities(cells, profile, data_root, manifest) -> dict:
     """The identity each cell would record if run now (what ``train_grid`` in the notebooks builds)."""
     from lib.identity import cell_identity
     from lib.models import model_config
-    from lib.models.efficientad.teacher import teacher_path
-    from lib.models.train import _has_seed
 
     out = {}
     for cell in cells:
-        overrides = {"seed": cell.seed} if _has_seed(cell.model) else {}
-        if cell.model.startswith("efficientad"):  # the notebook passes the profile's stored teacher
-            base = model_config(cell.model, profile)
-            overrides["teacher_weights"] = str(teacher_path(data_root, base, profile.seed))
+        overrides = model_class(cell.model).cell_overrides(profile, data_root, cell.seed)
         config = model_config(cell.model, profile, **overrides)
         out[cell] = cell_identity(cell, config, data_root, manifest)
     return out
@@ -77,29 +85,35 @@ def expected_identities(cells, profile, data_root, manifest) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class SharedTask:
-    """What several cells share and is trained once before them: EfficientAD's teacher for ``model``."""
+    """What several cells of ``model`` share and is prepared once before them (its ``shared_resource``,
+    e.g. EfficientAD's teacher)."""
 
     model: str
 
     @property
     def key(self) -> str:
-        return f"teacher for {self.model}"
+        return f"{model_class(self.model).shared_resource} for {self.model}"
+
+    @property
+    def log_name(self) -> str:
+        return f"{model_class(self.model).shared_resource}_{self.model}"
 
 
 def shared_tasks(cells) -> list[SharedTask]:
-    return [SharedTask(m) for m in sorted({c.model for c in cells if c.model.startswith("efficientad")})]
+    return [SharedTask(m) for m in sorted({c.model for c in cells if model_class(c.model).shared_resource})]
 
 
 def run_shared_task(task: SharedTask, profile: str, data_root: str, runs_dir: str, notebook_dir: str) -> dict:
-    """Distil (or find) the profile's teacher; never raises (a cell that needs it retries and reports)."""
+    """Prepare (or find) what the task's cells share; never raises (a cell that needs it retries and reports)."""
     from lib.config import load_profile
     from lib.dataset.manifest import read_manifest
-    from lib.models.efficientad.teacher import prepare_teacher
 
     t0 = time.perf_counter()
     try:
         manifest = read_manifest(Path(data_root) / "data_manifest.csv")
-        path = prepare_teacher(task.model, load_profile(profile), data_root, manifest, progress=False)
+        path = model_class(task.model).prepare_shared(
+            load_profile(profile), data_root, manifest, progress=False
+        )
         error = None
     except Exception as exc:  # noqa: BLE001
         path, error = None, f"{type(exc).__name__}: {exc}"
@@ -114,9 +128,9 @@ def run_shared_task(task: SharedTask, profile: str, data_root: str, runs_dir: st
 
 def run_grid_cell(cell: Cell, profile: str, data_root: str, runs_dir: str, notebook_dir: str) -> dict:
     """Execute one cell's training notebook (papermill) into ``runs_dir/cells/``; never raises."""
-    from lib.workbook import run_notebook
+    from lib.notebooks import run_notebook
 
-    notebook, extra = TRAINING_NOTEBOOKS[cell.model]
+    notebook, extra = training_notebook(cell.model)
     params = {
         "profile": profile,
         "data_root": data_root,
@@ -140,7 +154,7 @@ def dry_run_cell(cell: Cell, profile: str, data_root: str, runs_dir: str, notebo
     import numpy as np
     import pandas as pd
 
-    from lib.evaluate.store import write_results
+    from lib.store import write_results
 
     if cell.model == "fail":
         return {
@@ -368,7 +382,7 @@ def run_grid(
             reasons[c] = stale_reason(store, c, identities[c])
         else:
             reasons[c] = None if is_done(store, c) else "not run"
-    todo = sorted((c for c in cells if reasons[c]), key=lambda c: -RELATIVE_COST.get(c.model, 1))
+    todo = sorted((c for c in cells if reasons[c]), key=lambda c: -_cost(c.model))
     skipped = [c for c in cells if not reasons[c]]
     rerun = [{"cell": c.key, "reason": reasons[c]} for c in todo if reasons[c] != "not run"]
     # a process pool trains the shared teachers as tasks of its own: the cells that need one start
@@ -383,7 +397,7 @@ def run_grid(
     t0 = time.perf_counter()
 
     def log_for(it):
-        name = f"teacher_{it[0].model}" if isinstance(it[0], SharedTask) else cell_name(it[0])
+        name = it[0].log_name if isinstance(it[0], SharedTask) else cell_name(it[0])
         return cells_dir / name / "worker.log"
 
     kwargs = {"after": after} if shared else {}

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 import lib
-from lib.evaluate.store import Cell, cell_dir, content_hash
 from lib.fileio import sha256_file
+from lib.store import Cell, cell_dir, content_hash
 
 #: config fields that name a file: their identity is the file's content, not its path
 FILE_FIELDS = ("weights", "teacher_weights")

@@ -1,332 +1,85 @@
-"""Run the numbered notebooks with papermill and render each executed copy to HTML.
+"""The workbook: stages 00-03 once, the training grid cell by cell, then 08-10, and the index.
 
-Executed notebooks are build artifacts: they go to ``runs/<profile>/`` (ignored by git),
-never back into ``notebooks/``.
+``run_workbook`` is what ``make run`` and ``python -m lib run`` call; notebooks run through
+``lib.notebooks``, the grid through ``lib.grid``, and the index is written by ``lib.report``.
 """
 
 from __future__ import annotations
 
-import html
-import re
 import time
 from pathlib import Path
 
-from lib.config import VIEWPOINTS, resolve_profile_name
-from lib.fileio import write_text
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-_NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
-
-
-def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks in order; ``only`` filters by number prefix (e.g. ['00', '01'])."""
-    books = sorted(p for p in Path(notebook_dir).glob("*.ipynb") if _NUMBERED.match(p.name))
-    if only:
-        wanted = {o.zfill(2) for o in only}
-        missing = wanted - {p.name[:2] for p in books}
-        if missing:
-            raise ValueError(f"no notebook numbered {sorted(missing)} in {notebook_dir}")
-        books = [p for p in books if p.name[:2] in wanted]
-    return books
-
-
-def render_html(executed: Path, html_path: Path, exclude_input: bool = False) -> Path:
-    """Executed notebook -> standalone HTML (no network needed to write it); ``exclude_input``: the
-    reviewer's report (narrative, tables and figures, no code cells)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(executed), as_version=4)
-    body, _ = HTMLExporter(
-        exclude_input=exclude_input, exclude_input_prompt=exclude_input
-    ).from_notebook_node(nb)
-    return write_text(html_path, body)
-
-
-def report_path(html_path: Path) -> Path:
-    """Where the no-code report of a notebook's HTML goes: ``name.report.html`` beside ``name.html``."""
-    return Path(html_path).with_suffix(".report.html")
-
-
-def run_notebook(
-    notebook: Path, out_dir: Path, parameters: dict, kernel: str = "python3", report: bool = True
-) -> dict:
-    """Execute one notebook; always keep the executed copy and its HTML (with code, and, with
-    ``report``, without input cells), even when it fails."""
-    import papermill as pm
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    executed = out_dir / notebook.name
-    t0 = time.perf_counter()
-    error = None
-    try:
-        pm.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=parameters,
-            kernel_name=kernel,
-            cwd=str(notebook.parent),
-            progress_bar=False,
-        )
-    except Exception as exc:  # papermill already wrote the failing notebook
-        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-    html_path = executed.with_suffix(".html")
-    if executed.exists():
-        render_html(executed, html_path)
-        if report:
-            render_html(executed, report_path(html_path), exclude_input=True)
-    return {
-        "notebook": notebook.name,
-        "executed": executed,
-        "html": html_path,
-        "report": report_path(html_path) if report and executed.exists() else None,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "error": error,
-    }
-
-
-def _read_table(data_root, name: str):
-    import pandas as pd
-
-    path = Path(data_root) / "tables" / name
-    if not path.is_file():
-        return None
-    t = pd.read_csv(path, keep_default_na=False)
-    return t if len(t) else None
-
-
-def headline_table(data_root: Path):
-    """The headline table written by notebook 08: models as rows, one column per metric and
-    viewpoint, each 'value [95% bootstrap interval]' (mean ± std over seeds first when several)."""
-    t = _read_table(data_root, "headline.csv")
-    return None if t is None else t.rename(columns={"label": "model († = masked)"})
-
-
-def claims_table(data_root: Path):
-    """The claims table written by notebook 09."""
-    return _read_table(data_root, "claims.csv")
-
-
-def markdown_table(df) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def update_readme(results_md: Path, readme: Path = REPO_ROOT / "README.md", note: str = "") -> Path:
-    """Replace the README's generated results block with a run's ``results.md`` (never typed by hand)."""
-    if not results_md.is_file():
-        raise FileNotFoundError(f"no results table at {results_md}: run the workbook first")
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    body = results_md.read_text().strip() + ("\n\n" + note.strip() if note else "")
-    return write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
-
-
-def time_breakdown(results: list[dict], shared: list[dict] = (), workers: int = 1) -> list[dict]:
-    """Where a run's time went: each numbered notebook, the shared teachers and each model's grid cells
-    (seconds each item took in its worker, kernel start and HTML included; ``workers`` ran the grid in
-    parallel, so the grid's wall time is about the grid rows' sum / workers)."""
-    rows = []
-    for r in results:
-        if r.get("notebook"):
-            rows.append({"part": r["notebook"], "items": 1, "worker_s": float(r["seconds"])})
-    if shared:
-        rows.append(
-            {
-                "part": "grid: teachers",
-                "items": len(shared),
-                "worker_s": float(sum(r["seconds"] for r in shared)),
-            }
-        )
-    per_model: dict[str, list[float]] = {}
-    for r in results:
-        if not r.get("notebook") and r.get("cell"):
-            per_model.setdefault(r["cell"].split("/")[0], []).append(float(r["seconds"]))
-    for model, secs in sorted(per_model.items(), key=lambda kv: -sum(kv[1])):
-        rows.append({"part": f"grid: {model} cells", "items": len(secs), "worker_s": float(sum(secs))})
-    for r in rows:
-        r["worker_s"] = round(r["worker_s"], 1)
-        r["wall_min"] = round(r["worker_s"] / (workers if r["part"].startswith("grid") else 1) / 60, 2)
-    return rows
-
-
-def run_summary(results: list[dict], seconds: float, executor: str, skipped: int = 0) -> str:
-    """One line saying how long this invocation took, on what, and what it ran."""
-    import os
-    import platform
-
-    failed = sum(1 for r in results if r["error"])
-    return (
-        f"Wall time of this run: {seconds / 60:.1f} min on {os.cpu_count()} CPU core(s) "
-        f"({platform.processor() or platform.machine()}), executor `{executor}`; "
-        f"{len(results)} notebooks/cells executed, {skipped} grid cells already done and skipped, "
-        f"{failed} failed."
-    )
-
-
-REPORT_FIGURES = (
-    ("image_auroc_intervals.png", "Image AUROC per model and viewpoint, 95% bootstrap intervals"),
-    ("pixel_aupro_intervals.png", "Pixel AUPRO per model and viewpoint, 95% bootstrap intervals"),
-    ("qualitative.png", "Input, ground truth and each model's heatmap (first viewpoint)"),
-)
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1400px;
-padding:0 1rem;color:#1d232a;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
-th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
-.summary{background:#f3f5f7;padding:.6rem .8rem;border-radius:6px}
-.reproduced{background:#dff5e1!important}.contradicted{background:#fde2e1!important}
-.inconclusive{background:#fff6d6!important}
-figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
-.failed{color:#b00020}
-"""
-
-
-def _html_table(df, verdict_col: str | None = None) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = []
-    for row in df.itertuples(index=False):
-        cells = []
-        for col, v in zip(df.columns, row, strict=True):
-            cls = f" class='{html.escape(str(v))}'" if col == verdict_col else ""
-            cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _inline_png(path: Path) -> str:
-    import base64
-
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def write_index(
-    out_dir: Path,
-    results: list[dict],
-    title: str,
-    data_root: Path | None = None,
-    summary: str = "",
-    breakdown: list[dict] | None = None,
-) -> Path:
-    """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
-    intervals, key figures inline, run summary, every notebook as a report and with code) and
-    ``results.md`` (the same tables for the README)."""
-
-    def link(path, text):
-        if not path:
-            return html.escape(text)
-        try:
-            rel = Path(path).relative_to(out_dir)
-        except ValueError:
-            rel = Path(path)
-        return f"<a href='{html.escape(str(rel))}'>{html.escape(text)}</a>"
-
-    def status(r):
-        if not r["error"]:
-            return "ok"
-        log = f" ({link(r.get('log'), 'log')})" if r.get("log") else ""
-        return f"<span class='failed'>{html.escape(str(r['error']))}</span>{log}"
-
-    books = [r for r in results if r.get("notebook")]
-    cells = [r for r in results if not r.get("notebook")]
-    book_rows = "".join(
-        f"<tr><td>{html.escape(r['notebook'])}</td><td>{link(r.get('report'), 'report')}</td>"
-        f"<td>{link(r.get('html'), 'with code')}</td><td>{r['seconds']}</td><td>{status(r)}</td></tr>"
-        for r in books
-    )
-    cell_rows = "".join(
-        f"<tr><td>{link(r.get('html'), r.get('cell', ''))}</td><td>{r['seconds']}</td><td>{status(r)}</td>"
-        f"<td>{html.escape(str(r.get('reason') or ''))}</td></tr>"
-        for r in cells
-    )
-    claims = claims_table(data_root) if data_root is not None else None
-    table = headline_table(data_root) if data_root is not None else None
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    if summary:
-        parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
-    if claims is not None:
-        parts.append(
-            "<h2>Claims of the paper, tested on this run</h2><p>Verdict rules and the tests behind each "
-            "p-value: notebook 09. Numbers are this profile's (simulated line), not the paper's.</p>"
-            + _html_table(claims, verdict_col="verdict")
-        )
-    if table is not None:
-        parts.append(
-            "<h2>Headline results</h2><p>Test split, threshold-free; value [95% bootstrap interval over test "
-            "underbodies]; mean ± std over seeds first when there are several; † = ROI-masked.</p>"
-            + _html_table(table)
-        )
-    figs = Path(data_root) / "figures" if data_root is not None else None
-    shown = [(figs / f, cap) for f, cap in REPORT_FIGURES if figs is not None and (figs / f).is_file()]
-    if shown:
-        parts.append("<h2>Key figures</h2>")
-        parts += [
-            f"<figure><img alt='{html.escape(cap)}' src='{_inline_png(p)}'><figcaption>{html.escape(cap)}"
-            "</figcaption></figure>"
-            for p, cap in shown
-        ]
-    if breakdown:
-        import pandas as pd
-
-        parts.append(
-            "<h2>Where the time went</h2><p>Seconds each part took in its worker (kernel start and HTML "
-            "included); grid rows ran on parallel workers, so their wall time is about worker_s / workers.</p>"
-            + _html_table(pd.DataFrame(breakdown))
-        )
-    if books:
-        parts.append(
-            "<h2>Notebooks</h2><table><thead><tr><th>notebook</th><th>report (no code)</th><th>with code</th>"
-            f"<th>seconds</th><th>status</th></tr></thead><tbody>{book_rows}</tbody></table>"
-        )
-    if cells:
-        parts.append(
-            "<h2>Grid cells</h2><table><thead><tr><th>cell</th><th>seconds</th><th>status</th>"
-            f"<th>why it ran</th></tr></thead><tbody>{cell_rows}</tbody></table>"
-        )
-    page = (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
-        f"content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
-    )
-    if table is not None:
-        md = [f"Results of the `{title}` run (test split, threshold-free, value [95% bootstrap interval]):"]
-        md.append(markdown_table(table))
-        if claims is not None:
-            md += ["Claims of the paper tested on this run (notebook 09):", markdown_table(claims)]
-        if summary:
-            md.append(summary)
-        write_text(out_dir / "results.md", "\n\n".join(md) + "\n")
-    return write_text(out_dir / "index.html", page)
+from lib.config import REPO_ROOT, VIEWPOINTS, data_root_for, resolve_profile_name
+from lib.notebooks import NOTEBOOK_DIR, list_notebooks, run_notebook
+from lib.report import run_summary, time_breakdown, write_index
 
 
 def prepare_shared(profile, data_root: Path, models) -> None:
-    """Train what grid cells share before the grid starts: EfficientAD's teachers (once per profile)."""
+    """Prepare what grid cells share before the grid starts (each model's ``prepare_shared`` hook, e.g.
+    EfficientAD's teachers), once per profile; a failure is printed and left to the cells to report."""
     from lib.dataset.manifest import read_manifest
-    from lib.models.efficientad.teacher import prepare_teacher
+    from lib.grid import model_class
 
-    wanted = sorted(m for m in models if m.startswith("efficientad"))
+    wanted = sorted(m for m in models if model_class(m).shared_resource)
     if not wanted:
         return
     manifest = read_manifest(Path(data_root) / "data_manifest.csv")
     for name in wanted:
+        what = f"{model_class(name).shared_resource} for {name}"
         t0 = time.perf_counter()
         try:
-            path = prepare_teacher(name, profile, data_root, manifest)
+            path = model_class(name).prepare_shared(profile, data_root, manifest)
         except Exception as exc:  # the cells will retry and report it as their own failure
-            print(f"teacher for {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
+            print(f"{what} FAILED: {type(exc).__name__}: {exc}", flush=True)
             continue
-        print(f"teacher for {name}: {path} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f"{what}: {path} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+class _NotebookRun:
+    """Runs numbered notebooks in order into ``runs``, collecting result rows; stops at the first failure."""
+
+    def __init__(self, runs: Path, params: dict, results: list):
+        self.runs, self.params, self.results = runs, params, results
+
+    def __call__(self, books) -> bool:
+        for k, nb in enumerate(books, 1):
+            print(f"[{k}/{len(books)}] {nb.name} (profile={self.params['profile']}) ...", flush=True)
+            res = run_notebook(nb, self.runs, self.params)
+            self.results.append(res)
+            status = "ok" if not res["error"] else f"FAILED: {res['error']}"
+            print(f"      {status} in {res['seconds']} s -> {res['html']}", flush=True)
+            if res["error"]:
+                return False
+        return True
+
+
+def _run_training_grid(
+    name, data, runs, notebook_dir, models, viewpoints, variants, executor, progress, **kw
+):
+    """Plan the grid, prepare what cells share, run every cell that is not current; returns
+    (grid result dict, executor)."""
+    from lib.config import load_profile
+    from lib.dataset.manifest import read_manifest
+    from lib.grid import expected_identities, grid_models, make_executor, plan_grid, run_grid
+
+    prof = load_profile(name)
+    cells = plan_grid(models or grid_models(), viewpoints, variants, prof.grid_seeds)
+    ex = make_executor(executor, **kw)
+    if ex.name != "process":  # a process pool prepares them as tasks of the grid
+        prepare_shared(prof, data, {c.model for c in cells})
+    manifest = read_manifest(data / "data_manifest.csv")
+    identities = expected_identities(cells, prof, data, manifest)
+    grid = run_grid(cells, name, data, runs, notebook_dir, ex, progress, identities=identities)
+    print(f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s")
+    return grid, ex
+
+
+def _print_breakdown(breakdown) -> None:
+    print("where the time went (wall_min of grid rows = worker seconds / workers):")
+    for row in breakdown:
+        print(
+            f"  {row['part']:<32} {row['items']:>3} item(s) {row['worker_s']:>8.1f} s  ~{row['wall_min']:.2f} min"
+        )
 
 
 def run_workbook(
@@ -343,84 +96,57 @@ def run_workbook(
     variants=("raw", "masked"),
     **executor_kwargs,
 ) -> list[dict]:
-    """Run the workbook on one profile: stages 00-03 once, the training grid cell by cell, then 08-09.
+    """Run the workbook on one profile: stages 00-03 once, the training grid cell by cell, then 08-10.
 
     ``only`` runs just those notebooks, in order (no grid). Finished grid cells are skipped, so an
     interrupted run resumes; a failed cell does not stop the others. Returns every result row
     (a row with ``error`` set is a failure).
     """
+    from lib.fileio import data_root_lock
+    from lib.grid import grid_models, training_notebook
+
     started = time.perf_counter()
     name = resolve_profile_name(profile)
     runs = Path(runs_dir) if runs_dir else REPO_ROOT / "runs" / name
-    data = (Path(data_root) if data_root else REPO_ROOT / "data" / name).resolve()
+    data = data_root_for(name, data_root).resolve()
     params = {"profile": name, "data_root": str(data)}
     if seed is not None:
         params["seed"] = int(seed)
     title = f"Sealant ADL workbook - profile {name}"
-
-    from lib.fileio import data_root_lock
-
+    results: list[dict] = []
+    run_list = _NotebookRun(runs, params, results)
+    books = list_notebooks(notebook_dir, only)
     # one run per data root at a time; the lock is released when this process exits, even if killed
     with data_root_lock(data, f"workbook run, profile {name}"):
-        from lib.config import load_profile
-        from lib.grid import (
-            ALL_MODELS,
-            TRAINING_NOTEBOOKS,
-            expected_identities,
-            make_executor,
-            plan_grid,
-            run_grid,
-        )
-
-        results = []
-
-        def run_list(books):
-            for k, nb in enumerate(books, 1):
-                print(f"[{k}/{len(books)}] {nb.name} (profile={name}) ...", flush=True)
-                res = run_notebook(nb, runs, params)
-                results.append(res)
-                status = "ok" if not res["error"] else f"FAILED: {res['error']}"
-                print(f"      {status} in {res['seconds']} s -> {res['html']}", flush=True)
-                if res["error"]:
-                    return False
-            return True
-
-        books = list_notebooks(notebook_dir, only)
-        skipped, shared, ex = 0, [], None
         if only:
             run_list(books)
             summary = run_summary(results, time.perf_counter() - started, "none (--only)")
             write_index(runs, results, title, data, summary)
             return results
-        training = {nb for nb, _ in TRAINING_NOTEBOOKS.values()}
+        training = {training_notebook(m)[0] for m in grid_models()}
         pre = [b for b in books if b.name[:2] < "04"]
         post = [b for b in books if b.name[:2] >= "08" and b.name not in training]
+        skipped, shared, ex, ex_name = 0, [], None, executor
         if run_list(pre):
-            prof = load_profile(name)
-            cells = plan_grid(models or ALL_MODELS, viewpoints, variants, prof.grid_seeds)
-            ex = make_executor(executor, **executor_kwargs)
-            if ex.name != "process":  # a process pool trains them as tasks of the grid
-                prepare_shared(prof, data, {c.model for c in cells})
-            executor = ex.name + (f" ({ex.workers} workers)" if hasattr(ex, "workers") else "")
-            from lib.dataset.manifest import read_manifest
-
-            manifest = read_manifest(data / "data_manifest.csv")
-            identities = expected_identities(cells, prof, data, manifest)
-            grid = run_grid(cells, name, data, runs, notebook_dir, ex, progress, identities=identities)
-            print(
-                f"grid: {len(grid['results'])} cells run, {len(grid['skipped'])} already done, {grid['seconds']} s"
+            grid, ex = _run_training_grid(
+                name,
+                data,
+                runs,
+                notebook_dir,
+                models,
+                viewpoints,
+                variants,
+                executor,
+                progress,
+                **executor_kwargs,
             )
+            ex_name = ex.name + (f" ({ex.workers} workers)" if hasattr(ex, "workers") else "")
             results += grid["results"]
-            shared = grid.get("shared", [])
-            skipped = len(grid["skipped"])
+            shared, skipped = grid.get("shared", []), len(grid["skipped"])
             run_list(post)
-        summary = run_summary(results, time.perf_counter() - started, executor, skipped)
+        summary = run_summary(results, time.perf_counter() - started, ex_name, skipped)
         breakdown = time_breakdown(results, shared, getattr(ex, "workers", 1) if ex is not None else 1)
         print(summary, flush=True)
-        print("where the time went (wall_min of grid rows = worker seconds / workers):")
-        for row in breakdown:
-            print(
-                f"  {row['part']:<32} {row['items']:>3} item(s) {row['worker_s']:>8.1f} s  ~{row['wall_min']:.2f} min"
-            )
+        _print_breakdown(breakdown)
         write_index(runs, results, title, data, summary, breakdown)
         return results

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_metrics.py", "tests/test_statistics.py", "tests/test_claims.py", "tests/test_store.py"]
-M, S, E = "lib/evaluate/metrics.py", "lib/evaluate/store.py", "lib/evaluate/evaluate.py"
+M, S, E = "lib/evaluate/metrics.py", "lib/store.py", "lib/evaluate/evaluate.py"
 BO, SG, CL = "lib/evaluate/bootstrap.py", "lib/evaluate/significance.py", "lib/evaluate/claims.py"
 AL, SE, IN = "lib/inspection/alerts.py", "lib/inspection/segment.py", "lib/inspection/inspector.py"
 EV, FE = "lib/inspection/evaluate.py", "lib/models/features.py"

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from lib.config import REPO_ROOT
 from lib.dataset import assemble
 from lib.dataset.manifest import read_manifest
-from lib.workbook import REPO_ROOT
 
 COMMITTED = REPO_ROOT / "data_manifest.csv"
 

@@ -133,7 +133,9 @@ def test_memseg_and_efficientad_components():
     assert CoordAttention(64)(torch.ones(2, 64, 8, 12)).shape == (2, 64, 8, 12)
     net = MemSegModel(memory_samples=2)
     net.set_memory(torch.zeros(2, 3, 64, 64))
-    assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    assert net.logits(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    scores, maps = net.eval()(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
+    assert scores.shape == (1,) and maps.shape == (1, 64, 64)
 
 
 @pytest.mark.parametrize("name", ["memseg", "efficientad_s"])
@@ -192,7 +194,7 @@ def test_efficientad_channels_last_inference_matches_the_trained_net():
     imgs = toy_images(3, 2, defect=True)
     _, maps = model.predict(imgs)
     with torch.no_grad():
-        ref = model.net(model._t(imgs)).numpy()
+        ref = model.net.normalised_map(model._t(imgs)).numpy()
     assert np.allclose(maps, ref, atol=1e-5)
     state = model.state_dict()
     state["q_st_b"] = state["q_st_b"] * 2  # new weights must reach the inference copy

@@ -13,18 +13,17 @@ import pytest
 from helpers import baseline_cell_fn, toy_images
 
 import lib
-from lib import grid
+from lib import grid, store
 from lib.acquire import sealant_line as sl
 from lib.acquire.user_videos import register_user_videos, underbody_ids
 from lib.dataset import manifest as mf
-from lib.evaluate import store
-from lib.evaluate.store import Cell
 from lib.extract.template_matching import VideoDecodeError, extract_crops
 from lib.fileio import DataRootBusy, data_root_lock, write_text
 from lib.identity import cell_identity, stale_reason
 from lib.models import AnomalyModel, GaussianBaseline
 from lib.models.base import CheckpointError
 from lib.models.train import run_cell, train_grid
+from lib.store import Cell
 
 
 # ----------------------------------------------------------------------------- stale cells

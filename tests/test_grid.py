@@ -3,8 +3,8 @@
 import pytest
 
 from lib import grid
-from lib.evaluate.store import Cell, is_done, list_cells
-from lib.workbook import write_index
+from lib.report import write_index
+from lib.store import Cell, is_done, list_cells
 
 
 def _run(tmp_path, cells, executor=None):

@@ -20,13 +20,13 @@ import pytest
 
 from lib.acquire import stream as S
 from lib.config import VIEWPOINTS
-from lib.evaluate.store import Cell
 from lib.extract.template_matching import Match
 from lib.inspection import evaluate as ie
 from lib.inspection.alerts import AlertConfig, AlertMonitor, load_alert_config
 from lib.inspection.bundle import BundleError, make_bundle, seam_labels, verify_bundle
 from lib.inspection.inspector import StreamError, fuse, run_inspection
 from lib.inspection.segment import PassSegmenter
+from lib.store import Cell
 
 N_CARS = 5
 DRIFT = S.DriftEpisode(onset=1, cars=3)

@@ -106,7 +106,7 @@ def test_efficientad_forward_uses_the_exact_geometry():
     impulse = torch.zeros(1, 1, 8, 8)
     impulse[0, 0, 3, 5] = 1.0
     net.raw_maps = lambda x: (impulse, torch.zeros_like(impulse))
-    out = net(torch.zeros(1, 3, 64, 64))[0].detach().numpy()
+    out = net.normalised_map(torch.zeros(1, 3, 64, 64))[0].detach().numpy()
     assert np.unravel_index(out.argmax(), out.shape) == (4 * 3 + 16, 4 * 5 + 16)
 
 
@@ -159,7 +159,7 @@ def test_random_backbone_is_marked_in_every_table():
     import pandas as pd
 
     from lib.evaluate.evaluate import evaluate_outputs
-    from lib.evaluate.store import Cell
+    from lib.store import Cell
 
     rng = np.random.default_rng(0)
     masks = [np.zeros((8, 8), np.uint8) for _ in range(4)]

@@ -3,9 +3,9 @@ import pytest
 from helpers import toy_images
 
 from lib.evaluate import evaluate as ev
-from lib.evaluate.store import Cell
 from lib.models import AnomalyModel, GaussianBaseline
 from lib.models.train import run_cell, timed_predict
+from lib.store import Cell
 
 
 def test_baseline_scores_defect_above_normal_and_localises():

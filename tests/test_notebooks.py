@@ -5,8 +5,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lib.grid import ALL_MODELS
-from lib.workbook import list_notebooks, run_workbook
+from lib.models import GRID_MODELS as ALL_MODELS
+from lib.notebooks import list_notebooks
+from lib.workbook import run_workbook
 
 
 def test_notebook_chain_runs_under_papermill(tmp_path):

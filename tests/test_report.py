@@ -10,7 +10,8 @@ import pandas as pd
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from lib import plots
-from lib.workbook import render_html, report_path, write_index
+from lib.notebooks import render_html, report_path
+from lib.report import write_index
 
 
 class Tables(HTMLParser):
@@ -138,7 +139,7 @@ def test_report_render_has_no_code(tmp_path):
 
 
 def test_time_breakdown_groups_cells_by_model_and_divides_the_grid_by_workers():
-    from lib.workbook import time_breakdown
+    from lib.report import time_breakdown
 
     results = [
         {"notebook": "00_acquire.ipynb", "seconds": 60.0, "error": None},

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib import store
 from lib.evaluate import evaluate as ev
-from lib.evaluate import store
-from lib.evaluate.store import Cell, StoreError
 from lib.models import GaussianBaseline
 from lib.models.train import run_cell
+from lib.store import Cell, StoreError
 
 CELL = Cell("baseline", "front", True, 1)
 

@@ -24,12 +24,12 @@ from lib.config import VIEWPOINTS, Profile
 from lib.dataset import manifest as mf
 from lib.dataset.splits import TRAIN_FRAMES_PER_UNDERBODY, assign_splits
 from lib.defects import synthetic as syn
+from lib.defects.decisions import REVIEW_FILE, read_review, write_review  # noqa: F401 - re-exported
 from lib.fileio import read_image, sha256_file, write_csv, write_image, write_json
 from lib.masking import write_roi_masks
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_ROI_MARGIN = 15.0  # paper px
-REVIEW_FILE = "synthetic/review_decisions.csv"
 
 
 def synthetic_plan(profile: Profile, seed: int) -> pd.DataFrame:
@@ -200,26 +200,6 @@ def make_synthetics(data_root, scale: float, progress=True) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     write_csv(root / "synthetic" / "defects.csv", out)
     return out
-
-
-def read_review(data_root) -> dict:
-    """Stored review decisions {synthetic_id: 'accept'|'reject'}; missing file = all accepted."""
-    path = Path(data_root) / REVIEW_FILE
-    if not path.is_file():
-        return {}
-    df = pd.read_csv(path, keep_default_na=False)
-    bad = df[~df.decision.isin(["accept", "reject"])]
-    if len(bad):
-        i = int(bad.index[0]) + 1
-        raise ValueError(
-            f"{path} row {i}, column 'decision': expected accept/reject, got {bad.decision.iloc[0]!r}"
-        )
-    return dict(zip(df.synthetic_id, df.decision, strict=True))
-
-
-def write_review(data_root, decisions: dict) -> Path:
-    df = pd.DataFrame(sorted(decisions.items()), columns=["synthetic_id", "decision"])
-    return write_csv(Path(data_root) / REVIEW_FILE, df)
 
 
 def _region_at(regions: np.ndarray, mask: np.ndarray) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lib import plots
-from lib.dataset.assemble import read_review, write_review
+from lib.defects.decisions import read_review, write_review
 from lib.fileio import read_image
 
 

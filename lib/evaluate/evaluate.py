@@ -18,9 +18,9 @@ import pandas as pd
 
 from lib.evaluate import bootstrap as B
 from lib.evaluate import metrics as M
-from lib.evaluate.store import Cell, StoreError, cell_dir, read_results
 from lib.fileio import read_image
 from lib.masking import apply_roi
+from lib.store import Cell, StoreError, cell_dir, read_results
 
 SUBSETS = ("test", "test-real", "test-synthetic", "val")
 EVALUATED_SPLITS = ("val", "test")
@@ -248,7 +248,7 @@ def evaluate_store(
     """
     from tqdm.auto import tqdm
 
-    from lib.evaluate.store import list_cells
+    from lib.store import list_cells
 
     cells = list_cells(store_root) if cells is None else cells
     metric_rows, image_rows, rep_rows, broken = [], [], [], []
@@ -432,3 +432,25 @@ def headline_table(iv: pd.DataFrame) -> pd.DataFrame:
     return (
         wide.reindex(columns=[c for c in order if c in wide.columns]).reset_index().rename_axis(None, axis=1)
     )
+
+
+def defect_panel_rows(data_root, manifest: pd.DataFrame, cells, n: int = 3, store_root=None) -> list:
+    """Rows for ``plots.heatmap_panels``: the first ``n`` anomalous test images of the cells' viewpoint,
+    each (image, ground truth, {cell label: anomaly map}) for every cell in ``cells`` (one viewpoint)."""
+    root = Path(data_root)
+    cells = [cells] if isinstance(cells, Cell) else list(cells)
+    if len({c.viewpoint for c in cells}) != 1:
+        raise ValueError(f"defect panels show one viewpoint, got {sorted({c.viewpoint for c in cells})}")
+    store = Path(store_root) if store_root is not None else root / "results"
+    outs = {c.label: load_outputs(root, store, c, manifest) for c in cells}
+    first = next(iter(outs.values()))
+    t = first["table"]
+    idx = [i for i in range(len(t)) if t.label.iloc[i] == "anomalous" and t.split.iloc[i] == "test"][:n]
+    return [
+        (
+            read_image(root / t.image_path.iloc[i]),
+            first["masks"][i],
+            {k: o["maps"][i] for k, o in outs.items()},
+        )
+        for i in idx
+    ]

@@ -31,9 +31,9 @@ from lib.acquire import underbody as ub
 from lib.acquire.stream import SEAM_ROBOT
 from lib.config import VIEWPOINTS, load_profile
 from lib.evaluate import metrics as M
-from lib.evaluate.store import Cell, cell_dir, is_done
 from lib.fileio import ensure_writable_dir, read_image, sha256_file, write_image, write_json, write_text
 from lib.masking import apply_roi
+from lib.store import Cell, cell_dir, is_done
 
 BUNDLE_FORMAT = 1
 DEFAULT_ALERTS = Path(__file__).with_name("alerts.toml")
@@ -249,7 +249,7 @@ def verify_bundle(directory) -> dict:
 
 def trained_models(store_root, seed: int = 0, masked: bool = True) -> list[str]:
     """Models whose cells of all three viewpoints (this seed and variant) are done in the store."""
-    from lib.evaluate.store import list_cells
+    from lib.store import list_cells
 
     cells = {c for c in list_cells(store_root) if c.seed == seed and c.masked == masked}
     models = sorted({c.model for c in cells})

@@ -83,8 +83,59 @@ def config_from_json(config_class, values, source) -> object:
 
 
 class AnomalyModel(abc.ABC):
+    """A model of the grid. Besides ``fit``/``predict``/``save``/``load``, the class carries the hooks
+    the grid and the workbook use, so that neither names a model (docs/adding-a-model.md)."""
+
     name: str = "base"
     config_class: type = object
+    #: the notebook that trains this model's grid cells, and extra papermill parameters it takes
+    training_notebook: str = ""
+    notebook_parameters: dict = {}  # read-only class data
+    #: rough relative CPU cost of one grid cell: the grid starts the costliest cells first
+    relative_cost: float = 1.0
+    #: True when ``self.net`` is a torch module whose eval ``forward`` is the whole inference (ONNX export)
+    exportable: bool = False
+    #: config overrides that make ``fit`` finish in seconds at any input size (latency benchmarks: the
+    #: paper backbones' weights may be absent there, so random ones are allowed)
+    quick_fit: dict = {}
+    #: what this model's cells share and is prepared once before them ("" = nothing), e.g. "teacher"
+    shared_resource: str = ""
+
+    @classmethod
+    def config_for(cls, profile=None, **overrides):
+        """The config: Table 3's defaults (the dataclass), the profile's overrides, then ``overrides``.
+
+        ``backbone="auto"`` picks the paper's backbone when its weights are available offline,
+        else the best offline one (see lib.models.backbones.default_backbone).
+        """
+        from lib.models.backbones import default_backbone
+
+        settings = dict(profile.models.get(cls.name, {})) if profile is not None else {}
+        settings.update(overrides)
+        fields = {f.name: f for f in dataclasses.fields(cls.config_class)}
+        unknown = set(settings) - set(fields)
+        if unknown:
+            raise ValueError(f"model {cls.name!r} has no setting(s) {sorted(unknown)}")
+        if settings.get("backbone") == "auto":
+            settings["backbone"] = default_backbone(fields["backbone"].default)
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+        return cls.config_class(**settings)
+
+    @classmethod
+    def seed_overrides(cls, seed: int) -> dict:
+        """Config overrides that make a cell's training seed ``seed`` ({} for a model without a seed)."""
+        has_seed = "seed" in {f.name for f in dataclasses.fields(cls.config_class)}
+        return {"seed": int(seed)} if has_seed else {}
+
+    @classmethod
+    def cell_overrides(cls, profile, data_root, seed: int) -> dict:
+        """Config overrides of one grid cell: its seed, plus what the shared preparation provides."""
+        return cls.seed_overrides(seed)
+
+    @classmethod
+    def prepare_shared(cls, profile, data_root, manifest, progress: bool = True) -> Path | None:
+        """Prepare (or find) what this model's cells share; called once before them (``shared_resource``)."""
+        return None
 
     def __init__(self, config=None, **overrides):
         cfg = config if config is not None else self.config_class()

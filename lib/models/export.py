@@ -2,9 +2,9 @@
 
 Each model's inference -- from the uint8 BGR batch to the image score and the anomaly map at input
 size, post-processing included (PatchCore's kNN and reweighting, blurs, MemSeg's top-k mean,
-EfficientAD's quantile normalisation) -- is one ``nn.Module`` (``inference_module``); ``predict`` of
-the torch model and the exported graph compute the same thing, which the parity tests check on
-real crops. Graphs are exported at batch 1 (the line's case); ``OnnxPredictor.predict`` feeds a
+EfficientAD's quantile normalisation) -- is the ``forward`` of its own torch module
+(``lib/models/<model>/torch_model.py``), which ``predict`` also runs; export traces that module, so
+the exported graph and ``predict`` compute the same thing, which the parity tests check on real crops. Graphs are exported at batch 1 (the line's case); ``OnnxPredictor.predict`` feeds a
 batch image by image. The Gaussian baseline (numpy + OpenCV, not a paper model) is not exported.
 """
 
@@ -15,70 +15,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lib.fileio import atomic_path
 from lib.models.base import AnomalyModel
 
-EXPORTABLE = ("patchcore", "simplenet", "memseg", "efficientad_s", "efficientad_m")
 
+def exportable() -> tuple[str, ...]:
+    """Registered models whose class says ``exportable`` (a torch ``net`` whose forward is the inference)."""
+    from lib.models import REGISTRY
 
-class _PatchCore(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.net, self.k, self.sigma = model.net, model.config.num_neighbors, model.config.blur_sigma
-
-    def forward(self, images):
-        return self.net.score(images, self.k, self.sigma)
-
-
-class _SimpleNet(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        from lib.models.patchcore.torch_model import gaussian_blur
-
-        self.net, self.sigma, self.blur = model.net, model.config.blur_sigma, gaussian_blur
-
-    def forward(self, images):
-        n, h_in, w_in = images.shape[:3]
-        feats, (h, w) = self.net.embed(images)
-        s = self.net.patch_scores(feats.reshape(-1, feats.shape[-1])).view(n, 1, h, w)
-        maps = F.interpolate(s, size=(h_in, w_in), mode="bilinear", align_corners=False)
-        return s.view(n, -1).amax(1), self.blur(maps, self.sigma)[:, 0]
-
-
-class _MemSeg(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        w, h = model.input_size  # the maps are at input size: k is fixed by it
-        self.net, self.k = model.net, max(1, int(round(model.config.top_k_fraction * w * h)))
-
-    def forward(self, images):
-        maps = torch.softmax(self.net(self.net.to_input(images)), 1)[:, 1]
-        return maps.flatten(1).topk(self.k, dim=1).values.mean(1), maps
-
-
-class _EfficientAD(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.net = model.net
-
-    def forward(self, images):
-        maps = self.net(self.net.to_input(images))
-        return maps.flatten(1).amax(1), maps
+    return tuple(name for name, cls in REGISTRY.items() if cls.exportable)
 
 
 def inference_module(model: AnomalyModel) -> nn.Module:
-    """uint8 (N, H, W, 3) BGR -> (scores (N,), maps (N, H, W)): exactly what ``model.predict`` returns."""
-    kinds = {"patchcore": _PatchCore, "simplenet": _SimpleNet, "memseg": _MemSeg}
-    if model.name in kinds:
-        module = kinds[model.name](model)
-    elif model.name.startswith("efficientad"):
-        module = _EfficientAD(model)
-    else:
-        raise ValueError(f"{model.name}: no ONNX export (exportable: {', '.join(EXPORTABLE)})")
-    return module.eval()
+    """uint8 (N, H, W, 3) BGR -> (scores (N,), maps (N, H, W)): the model's own torch module in eval mode,
+    whose ``forward`` is what ``model.predict`` runs (one inference entry, never re-implemented here)."""
+    net = getattr(model, "net", None)
+    if not type(model).exportable or not isinstance(net, nn.Module):
+        raise ValueError(f"{model.name}: no ONNX export (exportable: {', '.join(exportable())})")
+    return net.eval()
 
 
 def export_onnx(model: AnomalyModel, path, opset: int = 17) -> Path:

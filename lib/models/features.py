@@ -65,3 +65,15 @@ def nearest(a: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096):
         dists.append(v.sqrt_())
         idx.append(j)
     return torch.cat(dists), torch.cat(idx)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, 1, H, W) maps (the paper's sigma = 4)."""
+    if sigma <= 0:
+        return maps
+    r = int(round(4 * sigma))
+    x = torch.arange(-r, r + 1, dtype=maps.dtype, device=maps.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    maps = F.conv2d(F.pad(maps, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(maps, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))

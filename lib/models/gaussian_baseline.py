@@ -25,6 +25,7 @@ class GaussianBaselineConfig:
 @register
 class GaussianBaseline(AnomalyModel):
     name = "baseline"
+    training_notebook = "04_train_baseline.ipynb"
     config_class = GaussianBaselineConfig
 
     def __init__(self, config=None, **overrides):

@@ -11,9 +11,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lib.config import seed_everything
-from lib.evaluate.store import Cell, cell_dir, content_hash, mark_not_done, write_results
 from lib.models.base import AnomalyModel
 from lib.models.data import load_images, select
+from lib.store import Cell, cell_dir, content_hash, mark_not_done, write_results
 
 
 def _sync(model) -> None:

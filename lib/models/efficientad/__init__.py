@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from lib.config import select_device
 from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
-from lib.models.data import resize_image
+from lib.models.efficientad.augment import colour_jitter, offline_photos, random_crop
 from lib.models.efficientad.torch_model import MIN_COVERAGE, EfficientADModel, pdn_coverage
 
 
@@ -50,52 +48,33 @@ class EfficientADConfig:
     seed: int = 0
 
 
-@lru_cache(maxsize=1)
-def offline_photos() -> tuple:
-    """Real photographs that ship inside packages (no download): scikit-image and scikit-learn."""
-    from skimage import data
-    from sklearn.datasets import load_sample_images
-
-    out = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field"):
-        out.append(getattr(data, name)()[..., ::-1].copy())
-    for name in ("camera", "moon", "coins", "page", "brick", "grass", "gravel"):
-        out.append(cv2.cvtColor(getattr(data, name)(), cv2.COLOR_GRAY2BGR))
-    out += [img[..., ::-1].copy() for img in load_sample_images().images]
-    return tuple(out)
-
-
-def random_crop(img: np.ndarray, size, rng) -> np.ndarray:
-    w, h = size
-    s = rng.uniform(0.3, 1.0)
-    ch, cw = max(8, int(img.shape[0] * s)), max(8, int(img.shape[1] * s))
-    y, x = int(rng.integers(0, img.shape[0] - ch + 1)), int(rng.integers(0, img.shape[1] - cw + 1))
-    out = resize_image(img[y : y + ch, x : x + cw], (w, h))
-    return out[:, ::-1].copy() if rng.random() < 0.5 else out
-
-
-def colour_jitter(img: np.ndarray, rng) -> np.ndarray:
-    """The original's autoencoder augmentation: ONE of brightness, contrast or saturation (chosen at
-    random), factor uniform in [0.8, 1.2], with torchvision's definitions (contrast blends with the
-    mean grey level, saturation with the grey image)."""
-    x = img.astype(np.float32)
-    f = rng.uniform(0.8, 1.2)
-    kind = int(rng.integers(3))
-    grey = (0.114 * x[..., 0] + 0.587 * x[..., 1] + 0.299 * x[..., 2])[..., None]  # BGR
-    if kind == 0:
-        x = x * f
-    elif kind == 1:
-        x = (x - grey.mean()) * f + grey.mean()
-    else:
-        x = (x - grey) * f + grey
-    return np.clip(x, 0, 255).astype(np.uint8)
-
-
 class EfficientAD(AnomalyModel):
     """Shared by EfficientAD-S and -M (registered below under their own names)."""
 
     name = "efficientad"
     config_class = EfficientADConfig
+    training_notebook = "06_train_efficientad.ipynb"
+    quick_fit = {"iterations": 2, "teacher_iterations": 2, "allow_random_backbone": True}
+    exportable = True
+    shared_resource = "teacher"  # the PDN teacher, distilled once per profile (teacher.py)
+
+    @classmethod
+    def cell_overrides(cls, profile, data_root, seed: int) -> dict:
+        """The seed and the profile's stored teacher (what notebook 06 passes to each cell)."""
+        from lib.models.efficientad.teacher import teacher_path
+
+        base = cls.config_for(profile)
+        return {
+            **cls.seed_overrides(seed),
+            "teacher_weights": str(teacher_path(data_root, base, profile.seed)),
+        }
+
+    @classmethod
+    def prepare_shared(cls, profile, data_root, manifest, progress: bool = True):
+        """Distil (or find) the profile's teacher for this PDN size."""
+        from lib.models.efficientad.teacher import prepare_teacher
+
+        return prepare_teacher(cls.name, profile, data_root, manifest, progress=progress)
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
@@ -226,14 +205,12 @@ class EfficientAD(AnomalyModel):
     @torch.no_grad()
     def predict(self, images):
         net = self._inference_net()
-        cl = torch.channels_last
-        maps = torch.cat(
-            [
-                net(self._t(images[i : i + 8]).contiguous(memory_format=cl)).cpu()
-                for i in range(0, len(images), 8)
-            ]
-        )
-        return maps.flatten(1).amax(1).numpy(), maps.numpy().astype(np.float32)
+        scores, maps = [], []
+        for i in range(0, len(images), 8):
+            s, m = net(torch.from_numpy(np.ascontiguousarray(images[i : i + 8])).to(self.device))
+            scores.append(s.cpu())
+            maps.append(m.cpu())
+        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
 
     def _inference_net(self):
         """A channels-last copy of the trained net for inference (same weights; ~15 % faster convs on a
@@ -263,9 +240,13 @@ class EfficientADMConfig(EfficientADConfig):
 class EfficientADS(EfficientAD):
     name = "efficientad_s"
     config_class = EfficientADConfig
+    notebook_parameters = {"models": ["efficientad_s"]}
+    relative_cost = 5
 
 
 @register
 class EfficientADM(EfficientAD):
     name = "efficientad_m"
     config_class = EfficientADMConfig
+    notebook_parameters = {"models": ["efficientad_m"]}
+    relative_cost = 6

@@ -34,7 +34,7 @@ def distil_teacher(teacher, to_input, images, config, rng, device, progress=Fals
     """
     from lib.models.backbones import FeatureExtractor, default_backbone, require_pretrained
     from lib.models.data import resize_image
-    from lib.models.efficientad import colour_jitter, offline_photos, random_crop
+    from lib.models.efficientad.augment import colour_jitter, offline_photos, random_crop
     from lib.models.efficientad.torch_model import pdn
     from lib.models.features import aggregate_patches
 
@@ -153,7 +153,7 @@ def teacher_info(path) -> dict:
 
 def prepare_teacher(name: str, profile, data_root, manifest, progress: bool = True) -> Path:
     """The stored teacher for model ``name`` (efficientad_s/_m) under ``profile``'s settings."""
-    from lib.models import model_config
+    from lib.models.base import REGISTRY
 
-    config = model_config(name, profile)
+    config = REGISTRY[name].config_for(profile)
     return ensure_teacher(config, data_root, manifest, seed=profile.seed, progress=progress)

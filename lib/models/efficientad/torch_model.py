@@ -116,6 +116,12 @@ class AutoEncoder(nn.Module):
 
 
 class EfficientADModel(nn.Module):
+    """``forward`` (eval): uint8 BGR (N, H, W, 3) -> (image scores (N,), anomaly maps (N, H, W)).
+
+    The one inference entry: ``EfficientAD.predict``, the ONNX export and the benchmarks all call it;
+    a channels-last copy (faster convolutions on a CPU) gets its input in channels-last too.
+    """
+
     def __init__(self, size: str, out_channels: int = 384, padding: bool = False, input_size=(256, 256)):
         super().__init__()
         self.teacher = pdn(size, out_channels, padding)
@@ -147,7 +153,15 @@ class EfficientADModel(nn.Module):
         st_ae = ((ae - s[:, c:]) ** 2).mean(1, keepdim=True)
         return st, st_ae
 
-    def forward(self, x):
+    def forward(self, images: torch.Tensor):
+        """Image score: the fused map's maximum; map: ``normalised_map`` of the images."""
+        x = self.to_input(images)
+        if self.teacher[0].weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        maps = self.normalised_map(x)
+        return maps.flatten(1).amax(1), maps
+
+    def normalised_map(self, x):
         """Fused map 0.5 ST + 0.5 AE after quantile normalisation, upsampled to the input size."""
         st, ae = self.raw_maps(x)
         st = 0.1 * (st - self.q_st_a) / (self.q_st_b - self.q_st_a + 1e-12)

@@ -59,12 +59,16 @@ def cosine_warmup(step: int, total: int, base: float, minimum: float, warmup_rat
 class MemSeg(AnomalyModel):
     name = "memseg"
     config_class = MemSegConfig
+    training_notebook = "05_train_memseg.ipynb"
+    quick_fit = {"iterations": 2, "batch_size": 2, "memory_samples": 8}
+    exportable = True
+    relative_cost = 4
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
         torch.manual_seed(self.config.seed)
         self.device = select_device(self.config.device)
-        self.net = MemSegModel(self.config.memory_samples).to(self.device)
+        self.net = MemSegModel(self.config.memory_samples, self.config.top_k_fraction).to(self.device)
         self.backbone_description = "resnet18 (random init, no pretraining, as the paper)"
 
     def _t(self, images):
@@ -106,7 +110,7 @@ class MemSeg(AnomalyModel):
                 masks.append(m)
             x = self._t(np.stack(imgs))
             y = torch.from_numpy(np.stack(masks)).to(self.device)
-            logits = self.net(x)
+            logits = self.net.logits(x)
             prob = torch.softmax(logits, 1)[:, 1]
             loss = (
                 c.focal_weight * focal_loss(logits, y, c.focal_gamma) + c.l1_weight * (prob - y).abs().mean()
@@ -125,13 +129,12 @@ class MemSeg(AnomalyModel):
     @torch.no_grad()
     def predict(self, images):
         self.net.eval()
-        maps = []
+        scores, maps = [], []
         for i in range(0, len(images), 8):
-            maps.append(torch.softmax(self.net(self._t(images[i : i + 8])), 1)[:, 1].cpu())
-        maps = torch.cat(maps)
-        k = max(1, int(round(self.config.top_k_fraction * maps.shape[1] * maps.shape[2])))
-        scores = maps.flatten(1).topk(k, dim=1).values.mean(1)
-        return scores.numpy(), maps.numpy().astype(np.float32)
+            s, m = self.net(torch.from_numpy(np.ascontiguousarray(images[i : i + 8])).to(self.device))
+            scores.append(s.cpu())
+            maps.append(m.cpu())
+        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
 
     def state_dict(self):
         return tensors_to_numpy(self.net.state_dict())

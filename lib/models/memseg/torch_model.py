@@ -77,7 +77,13 @@ class Decoder(nn.Module):
 
 
 class MemSegModel(nn.Module):
-    def __init__(self, memory_samples: int = 30):
+    """``forward`` (eval): uint8 BGR (N, H, W, 3) -> (image scores (N,), anomaly maps (N, H, W)).
+
+    The one inference entry: ``MemSeg.predict``, the ONNX export and the benchmarks all call it;
+    training calls ``logits`` on normalised float images.
+    """
+
+    def __init__(self, memory_samples: int = 30, top_k_fraction: float = 100 / (256 * 256)):
         super().__init__()
         import timm
 
@@ -94,6 +100,7 @@ class MemSegModel(nn.Module):
         for i in range(len(channels)):  # memory features per level, filled by set_memory
             self.register_buffer(f"memory{i}", torch.empty(0))
         self.memory_samples = memory_samples
+        self.top_k_fraction = top_k_fraction  # image score: mean of the top k anomaly-map pixels
 
     @property
     def memory(self):
@@ -128,7 +135,15 @@ class MemSegModel(nn.Module):
         for i, f in enumerate(feats):
             setattr(self, f"memory{i}", f.clone())
 
-    def forward(self, x):
+    def forward(self, images: torch.Tensor):
+        """Anomaly map: the softmax's anomalous channel at input size; score: the mean of its top k
+        pixels, k = round(top_k_fraction * H * W) (the paper's 100 at 256x256)."""
+        maps = torch.softmax(self.logits(self.to_input(images)), 1)[:, 1]
+        k = max(1, int(round(self.top_k_fraction * int(maps.shape[1]) * int(maps.shape[2]))))
+        return maps.flatten(1).topk(k, dim=1).values.mean(1), maps
+
+    def logits(self, x):
+        """Two-class segmentation logits (N, 2, H, W) of normalised float images (training)."""
         stem, *feats = self.encode(x)
         # the memory sample closest to each input (L2 over all levels)
         dist = sum(

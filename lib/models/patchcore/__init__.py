@@ -42,13 +42,24 @@ class PatchCoreConfig:
 class PatchCore(AnomalyModel):
     name = "patchcore"
     config_class = PatchCoreConfig
+    training_notebook = "04_train_patchcore.ipynb"
+    quick_fit = {"backbone": "auto", "allow_random_backbone": True}
+    exportable = True
+    relative_cost = 2
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
         c = self.config
         self.device = select_device(c.device)
         self.net = PatchCoreModel(
-            c.backbone, c.layers, c.weights or None, c.patch_size, c.pretrain_embed_dim, c.target_embed_dim
+            c.backbone,
+            c.layers,
+            c.weights or None,
+            c.patch_size,
+            c.pretrain_embed_dim,
+            c.target_embed_dim,
+            c.num_neighbors,
+            c.blur_sigma,
         ).to(self.device)
         require_pretrained(self.net.extractor.info, c.allow_random_backbone, self.name)
         self.backbone_description = str(self.net.extractor.info)
@@ -80,7 +91,7 @@ class PatchCore(AnomalyModel):
             raise RuntimeError("patchcore: call fit() or load() before predict()")
         scores, maps = [], []
         for b in self._batches(images, "scoring", False):
-            s, m = self.net.score(b, self.config.num_neighbors, self.config.blur_sigma)
+            s, m = self.net(b)
             scores.append(s.cpu())
             maps.append(m.cpu())
         return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)

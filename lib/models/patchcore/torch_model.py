@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.models.backbones import FeatureExtractor
-from lib.models.features import aggregate_patches, nearest, project
+from lib.models.features import aggregate_patches, gaussian_blur, nearest, project
 
 
 def greedy_coreset(
@@ -41,23 +41,27 @@ def greedy_coreset(
     return chosen
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, 1, H, W) maps (the paper's sigma = 4)."""
-    if sigma <= 0:
-        return maps
-    r = int(round(4 * sigma))
-    x = torch.arange(-r, r + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    maps = F.conv2d(F.pad(maps, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(maps, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-
-
 class PatchCoreModel(torch.nn.Module):
-    def __init__(self, backbone: str, layers, weights, patch_size: int, pretrain_dim: int, target_dim: int):
+    """``forward`` (eval): uint8 BGR (N, H, W, 3) -> (image scores (N,), anomaly maps (N, H, W)).
+
+    The one inference entry: ``PatchCore.predict``, the ONNX export and the benchmarks all call it.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        layers,
+        weights,
+        patch_size: int,
+        pretrain_dim: int,
+        target_dim: int,
+        num_neighbors: int = 3,
+        blur_sigma: float = 4.0,
+    ):
         super().__init__()
         self.extractor = FeatureExtractor(backbone, layers, weights)
         self.patch_size, self.pretrain_dim, self.target_dim = patch_size, pretrain_dim, target_dim
+        self.num_neighbors, self.blur_sigma = num_neighbors, blur_sigma
         self.register_buffer("memory_bank", torch.empty(0, target_dim))
 
     @torch.no_grad()
@@ -87,3 +91,7 @@ class PatchCoreModel(torch.nn.Module):
             scores = s_star
         maps = F.interpolate(patch[:, None], size=(h_in, w_in), mode="bilinear", align_corners=False)
         return scores, gaussian_blur(maps, blur_sigma)[:, 0]
+
+    def forward(self, images: torch.Tensor):
+        """uint8 BGR (N, H, W, 3) -> (image scores (N,), anomaly maps (N, H, W)) with the model's k and sigma."""
+        return self.score(images, self.num_neighbors, self.blur_sigma)

@@ -10,13 +10,11 @@ import dataclasses
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib.config import select_device
 from lib.models.backbones import require_pretrained
 from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
-from lib.models.patchcore.torch_model import gaussian_blur
 from lib.models.simplenet.torch_model import SimpleNetModel, truncated_l1
 
 
@@ -59,6 +57,10 @@ class SimpleNetConfig:
 class SimpleNet(AnomalyModel):
     name = "simplenet"
     config_class = SimpleNetConfig
+    training_notebook = "07_train_simplenet.ipynb"
+    quick_fit = {"backbone": "auto", "meta_epochs": 1, "allow_random_backbone": True}
+    exportable = True
+    relative_cost = 2
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
@@ -76,6 +78,7 @@ class SimpleNet(AnomalyModel):
             c.dsc_hidden,
             c.dsc_layers,
             c.xavier_init,
+            c.blur_sigma,
         ).to(self.device)
         require_pretrained(self.net.extractor.info, c.allow_random_backbone, self.name)
         self.backbone_description = str(self.net.extractor.info)
@@ -147,12 +150,12 @@ class SimpleNet(AnomalyModel):
     @torch.no_grad()
     def predict(self, images):
         self.net.eval()
-        feats = self._embed_all(images)
-        h, w = self.grid
-        s = self.net.patch_scores(feats.reshape(-1, feats.shape[-1])).view(len(images), 1, h, w)
-        maps = F.interpolate(s, size=tuple(images.shape[1:3]), mode="bilinear", align_corners=False)
-        maps = gaussian_blur(maps, self.config.blur_sigma)[:, 0]
-        return s.view(len(images), -1).amax(1).cpu().numpy(), maps.cpu().numpy().astype(np.float32)
+        scores, maps = [], []
+        for i in range(0, len(images), 8):
+            s, m = self.net(torch.from_numpy(np.ascontiguousarray(images[i : i + 8])).to(self.device))
+            scores.append(s.cpu())
+            maps.append(m.cpu())
+        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
 
     def state_dict(self):
         sd = {"feat_mean": self.net.feat_mean, "feat_std": self.net.feat_std}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lib.models.backbones import FeatureExtractor
-from lib.models.features import aggregate_patches, project
+from lib.models.features import aggregate_patches, gaussian_blur, project
 
 
 def xavier_init(module: nn.Module) -> None:
@@ -60,6 +61,11 @@ def truncated_l1(true_scores: torch.Tensor, fake_scores: torch.Tensor, margin: f
 
 
 class SimpleNetModel(nn.Module):
+    """``forward`` (eval): uint8 BGR (N, H, W, 3) -> (image scores (N,), anomaly maps (N, H, W)).
+
+    The one inference entry: ``SimpleNet.predict``, the ONNX export and the benchmarks all call it.
+    """
+
     def __init__(
         self,
         backbone,
@@ -72,10 +78,12 @@ class SimpleNetModel(nn.Module):
         hidden,
         dsc_layers,
         xavier: bool = False,
+        blur_sigma: float = 4.0,
     ):
         super().__init__()
         self.extractor = FeatureExtractor(backbone, layers, weights)
         self.patch_size, self.pretrain_dim, self.target_dim = patch_size, pretrain_dim, target_dim
+        self.blur_sigma = blur_sigma
         self.adaptor = FeatureAdaptor(target_dim, pre_proj, xavier)
         self.discriminator = Discriminator(target_dim, hidden, dsc_layers, xavier)
         # per-channel standardisation of the embedding, fitted on the training patches, so that the
@@ -92,3 +100,12 @@ class SimpleNetModel(nn.Module):
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         """Anomaly score per patch: the negated discriminator logit (high = anomalous)."""
         return -self.discriminator(self.adaptor(features))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor):
+        """Image score: the highest patch score; map: patch scores upsampled bilinearly, then blurred."""
+        n, h_in, w_in = images.shape[:3]
+        feats, (h, w) = self.embed(images)
+        s = self.patch_scores(feats.reshape(-1, feats.shape[-1])).view(n, 1, h, w)
+        maps = F.interpolate(s, size=(h_in, w_in), mode="bilinear", align_corners=False)
+        return s.view(n, -1).amax(1), gaussian_blur(maps, self.blur_sigma)[:, 0]

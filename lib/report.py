@@ -1,0 +1,229 @@
+"""The report a reviewer reads: ``runs/<profile>/index.html``, ``results.md`` and the README's results block.
+
+Reads only the tables that notebooks 08-09 wrote (``lib.evaluate.tables``) and the run's result rows.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from lib.config import REPO_ROOT
+from lib.evaluate import tables
+from lib.fileio import write_text
+
+
+def headline_table(data_root: Path):
+    """The headline table written by notebook 08: models as rows, one column per metric and
+    viewpoint, each 'value [95% bootstrap interval]' (mean ± std over seeds first when several)."""
+    t = tables.read(data_root, "headline", missing_ok=True)
+    return None if t is None else t.rename(columns={"label": "model († = masked)"})
+
+
+def claims_table(data_root: Path):
+    """The claims table written by notebook 09."""
+    return tables.read(data_root, "claims", missing_ok=True)
+
+
+def markdown_table(df) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(results_md: Path, readme: Path = REPO_ROOT / "README.md", note: str = "") -> Path:
+    """Replace the README's generated results block with a run's ``results.md`` (never typed by hand)."""
+    if not results_md.is_file():
+        raise FileNotFoundError(f"no results table at {results_md}: run the workbook first")
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    body = results_md.read_text().strip() + ("\n\n" + note.strip() if note else "")
+    return write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
+
+
+def time_breakdown(results: list[dict], shared: list[dict] = (), workers: int = 1) -> list[dict]:
+    """Where a run's time went: each numbered notebook, the shared teachers and each model's grid cells
+    (seconds each item took in its worker, kernel start and HTML included; ``workers`` ran the grid in
+    parallel, so the grid's wall time is about the grid rows' sum / workers)."""
+    rows = []
+    for r in results:
+        if r.get("notebook"):
+            rows.append({"part": r["notebook"], "items": 1, "worker_s": float(r["seconds"])})
+    if shared:
+        rows.append(
+            {
+                "part": "grid: teachers",
+                "items": len(shared),
+                "worker_s": float(sum(r["seconds"] for r in shared)),
+            }
+        )
+    per_model: dict[str, list[float]] = {}
+    for r in results:
+        if not r.get("notebook") and r.get("cell"):
+            per_model.setdefault(r["cell"].split("/")[0], []).append(float(r["seconds"]))
+    for model, secs in sorted(per_model.items(), key=lambda kv: -sum(kv[1])):
+        rows.append({"part": f"grid: {model} cells", "items": len(secs), "worker_s": float(sum(secs))})
+    for r in rows:
+        r["worker_s"] = round(r["worker_s"], 1)
+        r["wall_min"] = round(r["worker_s"] / (workers if r["part"].startswith("grid") else 1) / 60, 2)
+    return rows
+
+
+def run_summary(results: list[dict], seconds: float, executor: str, skipped: int = 0) -> str:
+    """One line saying how long this invocation took, on what, and what it ran."""
+    import os
+    import platform
+
+    failed = sum(1 for r in results if r["error"])
+    return (
+        f"Wall time of this run: {seconds / 60:.1f} min on {os.cpu_count()} CPU core(s) "
+        f"({platform.processor() or platform.machine()}), executor `{executor}`; "
+        f"{len(results)} notebooks/cells executed, {skipped} grid cells already done and skipped, "
+        f"{failed} failed."
+    )
+
+
+REPORT_FIGURES = (
+    ("image_auroc_intervals.png", "Image AUROC per model and viewpoint, 95% bootstrap intervals"),
+    ("pixel_aupro_intervals.png", "Pixel AUPRO per model and viewpoint, 95% bootstrap intervals"),
+    ("qualitative.png", "Input, ground truth and each model's heatmap (first viewpoint)"),
+)
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1400px;
+padding:0 1rem;color:#1d232a;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
+th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
+.summary{background:#f3f5f7;padding:.6rem .8rem;border-radius:6px}
+.reproduced{background:#dff5e1!important}.contradicted{background:#fde2e1!important}
+.inconclusive{background:#fff6d6!important}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
+.failed{color:#b00020}
+"""
+
+
+def _html_table(df, verdict_col: str | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for col, v in zip(df.columns, row, strict=True):
+            cls = f" class='{html.escape(str(v))}'" if col == verdict_col else ""
+            cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _inline_png(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_index(
+    out_dir: Path,
+    results: list[dict],
+    title: str,
+    data_root: Path | None = None,
+    summary: str = "",
+    breakdown: list[dict] | None = None,
+) -> Path:
+    """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
+    intervals, key figures inline, run summary, every notebook as a report and with code) and
+    ``results.md`` (the same tables for the README)."""
+
+    def link(path, text):
+        if not path:
+            return html.escape(text)
+        try:
+            rel = Path(path).relative_to(out_dir)
+        except ValueError:
+            rel = Path(path)
+        return f"<a href='{html.escape(str(rel))}'>{html.escape(text)}</a>"
+
+    def status(r):
+        if not r["error"]:
+            return "ok"
+        log = f" ({link(r.get('log'), 'log')})" if r.get("log") else ""
+        return f"<span class='failed'>{html.escape(str(r['error']))}</span>{log}"
+
+    books = [r for r in results if r.get("notebook")]
+    cells = [r for r in results if not r.get("notebook")]
+    book_rows = "".join(
+        f"<tr><td>{html.escape(r['notebook'])}</td><td>{link(r.get('report'), 'report')}</td>"
+        f"<td>{link(r.get('html'), 'with code')}</td><td>{r['seconds']}</td><td>{status(r)}</td></tr>"
+        for r in books
+    )
+    cell_rows = "".join(
+        f"<tr><td>{link(r.get('html'), r.get('cell', ''))}</td><td>{r['seconds']}</td><td>{status(r)}</td>"
+        f"<td>{html.escape(str(r.get('reason') or ''))}</td></tr>"
+        for r in cells
+    )
+    claims = claims_table(data_root) if data_root is not None else None
+    table = headline_table(data_root) if data_root is not None else None
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if summary:
+        parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
+    if claims is not None:
+        parts.append(
+            "<h2>Claims of the paper, tested on this run</h2><p>Verdict rules and the tests behind each "
+            "p-value: notebook 09. Numbers are this profile's (simulated line), not the paper's.</p>"
+            + _html_table(claims, verdict_col="verdict")
+        )
+    if table is not None:
+        parts.append(
+            "<h2>Headline results</h2><p>Test split, threshold-free; value [95% bootstrap interval over test "
+            "underbodies]; mean ± std over seeds first when there are several; † = ROI-masked.</p>"
+            + _html_table(table)
+        )
+    figs = Path(data_root) / "figures" if data_root is not None else None
+    shown = [(figs / f, cap) for f, cap in REPORT_FIGURES if figs is not None and (figs / f).is_file()]
+    if shown:
+        parts.append("<h2>Key figures</h2>")
+        parts += [
+            f"<figure><img alt='{html.escape(cap)}' src='{_inline_png(p)}'><figcaption>{html.escape(cap)}"
+            "</figcaption></figure>"
+            for p, cap in shown
+        ]
+    if breakdown:
+        import pandas as pd
+
+        parts.append(
+            "<h2>Where the time went</h2><p>Seconds each part took in its worker (kernel start and HTML "
+            "included); grid rows ran on parallel workers, so their wall time is about worker_s / workers.</p>"
+            + _html_table(pd.DataFrame(breakdown))
+        )
+    if books:
+        parts.append(
+            "<h2>Notebooks</h2><table><thead><tr><th>notebook</th><th>report (no code)</th><th>with code</th>"
+            f"<th>seconds</th><th>status</th></tr></thead><tbody>{book_rows}</tbody></table>"
+        )
+    if cells:
+        parts.append(
+            "<h2>Grid cells</h2><table><thead><tr><th>cell</th><th>seconds</th><th>status</th>"
+            f"<th>why it ran</th></tr></thead><tbody>{cell_rows}</tbody></table>"
+        )
+    page = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+        f"content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+    if table is not None:
+        md = [f"Results of the `{title}` run (test split, threshold-free, value [95% bootstrap interval]):"]
+        md.append(markdown_table(table))
+        if claims is not None:
+            md += ["Claims of the paper tested on this run (notebook 09):", markdown_table(claims)]
+        if summary:
+            md.append(summary)
+        write_text(out_dir / "results.md", "\n\n".join(md) + "\n")
+    return write_text(out_dir / "index.html", page)
