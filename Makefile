@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 NEED_GB ?= 7
 PIP_FLAGS := --quiet --disable-pip-version-check --no-cache-dir
 
-.PHONY: run test lint env clean-runs
+.PHONY: run test lint env mutations clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -c 'import shutil, sys; free = shutil.disk_usage(".").free / 2**30; \
@@ -34,6 +34,9 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+mutations: $(STAMP)
+	$(PY) tests/mutations.py
 
 clean-runs:
 	rm -rf runs

@@ -135,6 +135,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_deviations(args) -> int:
+    from lib.config import load_profile
+    from lib.models import table3_deviations
+    from lib.report import deviations_markdown
+
+    prof = load_profile(args.profile)
+    print(deviations_markdown(prof.name, table3_deviations(prof)))
+    return 0
+
+
 def _probe(model):
     """A deterministic textured probe image at the model's input size (export's parity check)."""
     import numpy as np
@@ -230,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--profile", default="auto")
     exp.add_argument("--data-root", default=None, help="--cell: default data/<profile>")
     exp.add_argument("--out", required=True, help="--cell: the .onnx file; --bundle: a folder")
+    dev = sub.add_parser("deviations", help="print every setting in which a profile departs from Table 3")
+    dev.add_argument("--profile", default="quick")
     for sp, fn in (
+        (dev, cmd_deviations),
         (run, cmd_run),
         (rd, cmd_readme_results),
         (sim, cmd_simulate),

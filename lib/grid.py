@@ -351,6 +351,49 @@ def _dispatch(cell_fn, shared_fn, task, *args):
     return (shared_fn if isinstance(task, SharedTask) else cell_fn)(task, *args)
 
 
+def _stale_reasons(cells, store: Path, identities) -> dict:
+    """Why each cell must run (None: done and current)."""
+    from lib.identity import stale_reason
+
+    if identities is not None:
+        return {c: stale_reason(store, c, identities[c]) for c in cells}
+    return {c: None if is_done(store, c) else "not run" for c in cells}
+
+
+def _work_items(todo, shared, args):
+    """The executor's items (shared tasks first, then cells) and, per item, what must finish before it."""
+    items = [(t, *args) for t in shared] + [(c, *args) for c in todo]
+    index_of = {t.model: i for i, t in enumerate(shared)}
+    after = [set() for _ in shared] + [{index_of[c.model]} if c.model in index_of else set() for c in todo]
+    return items, after
+
+
+def _finish_cell(cell: Cell, res: dict, cells_dir: Path, reason, bar) -> dict:
+    """A cell's result row: crash turned into an error, its log, why it ran; FAILED.json kept or cleared."""
+    from lib.fileio import write_json
+
+    if "crashed" in res:
+        res = {"cell": cell.key, "error": res["crashed"], "html": None, "seconds": 0.0}
+    log = cells_dir / cell_name(cell) / "worker.log"
+    res["log"] = str(log) if log.is_file() else None
+    res["reason"] = reason
+    failed = cells_dir / cell_name(cell) / "FAILED.json"
+    if res["error"]:
+        write_json(failed, {"cell": cell.key, "error": res["error"], "log": res["log"], "html": res["html"]})
+        bar.write(f"FAILED {res['cell']}: {res['error']} (log: {res['log']})")
+    else:
+        failed.unlink(missing_ok=True)
+    return res
+
+
+def _finish_shared(task: SharedTask, res: dict, bar) -> dict:
+    if "crashed" in res:
+        res = {"cell": task.key, "error": res["crashed"], "seconds": 0.0}
+    state = f"FAILED: {res['error']}" if res["error"] else f"ready ({res['seconds']:.0f} s)"
+    bar.write(f"{task.key}: {state}")
+    return res
+
+
 def run_grid(
     cells,
     profile,
@@ -367,31 +410,19 @@ def run_grid(
 
     ``identities`` (cell -> expected identity, see ``expected_identities``) decides "current";
     without it a cell with any DONE counts as done. Crashes are collected, never raised. With a
-    process executor, what cells share (EfficientAD teachers, ``shared_fn``, default
+    process executor, what cells share (e.g. EfficientAD's teachers; ``shared_fn``, default
     ``run_shared_task``) runs as tasks of the pool that the cells needing them wait for.
     """
-    from lib.fileio import write_json
-    from lib.identity import stale_reason
-
     executor = executor or SequentialExecutor()
     fn = cell_fn or run_grid_cell
-    store = Path(data_root) / "results"
-    reasons = {}
-    for c in cells:
-        if identities is not None:
-            reasons[c] = stale_reason(store, c, identities[c])
-        else:
-            reasons[c] = None if is_done(store, c) else "not run"
+    reasons = _stale_reasons(cells, Path(data_root) / "results", identities)
     todo = sorted((c for c in cells if reasons[c]), key=lambda c: -_cost(c.model))
     skipped = [c for c in cells if not reasons[c]]
     rerun = [{"cell": c.key, "reason": reasons[c]} for c in todo if reasons[c] != "not run"]
-    # a process pool trains the shared teachers as tasks of its own: the cells that need one start
+    # a process pool prepares the shared resources as tasks of its own: the cells that need one start
     # when it is ready, the others fill the workers meanwhile (other executors: before the grid)
     shared = shared_tasks(todo) if isinstance(executor, ProcessExecutor) else []
-    items = [(t, profile, str(data_root), str(runs_dir), str(notebook_dir)) for t in shared]
-    items += [(c, profile, str(data_root), str(runs_dir), str(notebook_dir)) for c in todo]
-    index_of = {t.model: i for i, t in enumerate(shared)}
-    after = [set() for _ in shared] + [{index_of[c.model]} if c.model in index_of else set() for c in todo]
+    items, after = _work_items(todo, shared, (profile, str(data_root), str(runs_dir), str(notebook_dir)))
     cells_dir = Path(runs_dir) / "cells"
     results, shared_results = [], []
     t0 = time.perf_counter()
@@ -401,6 +432,7 @@ def run_grid(
         return cells_dir / name / "worker.log"
 
     kwargs = {"after": after} if shared else {}
+    work = functools.partial(_dispatch, fn, shared_fn or run_shared_task) if shared else fn
     with tqdm(
         total=len(cells),
         initial=len(skipped),
@@ -408,30 +440,11 @@ def run_grid(
         unit="cell",
         disable=not progress,
     ) as bar:
-        work = functools.partial(_dispatch, fn, shared_fn or run_shared_task) if shared else fn
         for item, res in executor.map_unordered(work, items, log_for=log_for, **kwargs):
-            cell = item[0]
-            if isinstance(cell, SharedTask):
-                if "crashed" in res:
-                    res = {"cell": cell.key, "error": res["crashed"], "seconds": 0.0}
-                shared_results.append(res)
-                state = f"FAILED: {res['error']}" if res["error"] else f"ready ({res['seconds']:.0f} s)"
-                bar.write(f"{cell.key}: {state}")
+            if isinstance(item[0], SharedTask):
+                shared_results.append(_finish_shared(item[0], res, bar))
                 continue
-            if "crashed" in res:
-                res = {"cell": cell.key, "error": res["crashed"], "html": None, "seconds": 0.0}
-            log = cells_dir / cell_name(cell) / "worker.log"
-            res["log"] = str(log) if log.is_file() else None
-            res["reason"] = reasons[cell]
-            failed = cells_dir / cell_name(cell) / "FAILED.json"
-            if res["error"]:
-                write_json(
-                    failed, {"cell": cell.key, "error": res["error"], "log": res["log"], "html": res["html"]}
-                )
-                bar.write(f"FAILED {res['cell']}: {res['error']} (log: {res['log']})")
-            else:
-                failed.unlink(missing_ok=True)
-            results.append(res)
+            results.append(_finish_cell(item[0], res, cells_dir, reasons[item[0]], bar))
             bar.update()
     if rerun:
         print(f"re-ran {len(rerun)} finished cell(s) that were no longer current:")

@@ -130,17 +130,6 @@ def heatmap_panels(rows, title: str | None = None):
     return fig
 
 
-def bar_by(table, x: str, y: str, hue: str, title: str = "", ylabel: str | None = None):
-    """Grouped bars (e.g. AUROC per viewpoint per model); ``table`` in long format."""
-    pivot = table.pivot_table(index=x, columns=hue, values=y, aggfunc="mean")
-    ax = pivot.plot.bar(figsize=(8, 3.2), rot=0)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel or y)
-    ax.legend(fontsize=8)
-    ax.figure.tight_layout()
-    return ax.figure
-
-
 def training_curves(summaries, keys=("loss", "p_true"), labels=None, xlabel: str = "epoch"):
     """One panel per key of ``history['curve']`` (list of dicts per epoch), one line per cell."""
     import pandas as pd

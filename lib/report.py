@@ -32,6 +32,22 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
+def deviations_markdown(profile_name: str, rows: list[dict]) -> str:
+    """``table3_deviations`` as a markdown table (tuples as 212×120)."""
+    import pandas as pd
+
+    if not rows:
+        return f"The `{profile_name}` profile uses Table 3's settings unchanged."
+
+    def fmt(v):
+        return "×".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+    df = pd.DataFrame(rows)
+    for col in ("Table 3", profile_name):
+        df[col] = df[col].map(fmt)
+    return markdown_table(df)
+
+
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -130,50 +146,27 @@ def _inline_png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def write_index(
-    out_dir: Path,
-    results: list[dict],
-    title: str,
-    data_root: Path | None = None,
-    summary: str = "",
-    breakdown: list[dict] | None = None,
-) -> Path:
-    """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
-    intervals, key figures inline, run summary, every notebook as a report and with code) and
-    ``results.md`` (the same tables for the README)."""
+def _link(out_dir: Path, path, text: str) -> str:
+    """An anchor relative to the index's folder (plain text when there is no file)."""
+    if not path:
+        return html.escape(text)
+    try:
+        rel = Path(path).relative_to(out_dir)
+    except ValueError:
+        rel = Path(path)
+    return f"<a href='{html.escape(str(rel))}'>{html.escape(text)}</a>"
 
-    def link(path, text):
-        if not path:
-            return html.escape(text)
-        try:
-            rel = Path(path).relative_to(out_dir)
-        except ValueError:
-            rel = Path(path)
-        return f"<a href='{html.escape(str(rel))}'>{html.escape(text)}</a>"
 
-    def status(r):
-        if not r["error"]:
-            return "ok"
-        log = f" ({link(r.get('log'), 'log')})" if r.get("log") else ""
-        return f"<span class='failed'>{html.escape(str(r['error']))}</span>{log}"
+def _status(out_dir: Path, r: dict) -> str:
+    if not r["error"]:
+        return "ok"
+    log = f" ({_link(out_dir, r.get('log'), 'log')})" if r.get("log") else ""
+    return f"<span class='failed'>{html.escape(str(r['error']))}</span>{log}"
 
-    books = [r for r in results if r.get("notebook")]
-    cells = [r for r in results if not r.get("notebook")]
-    book_rows = "".join(
-        f"<tr><td>{html.escape(r['notebook'])}</td><td>{link(r.get('report'), 'report')}</td>"
-        f"<td>{link(r.get('html'), 'with code')}</td><td>{r['seconds']}</td><td>{status(r)}</td></tr>"
-        for r in books
-    )
-    cell_rows = "".join(
-        f"<tr><td>{link(r.get('html'), r.get('cell', ''))}</td><td>{r['seconds']}</td><td>{status(r)}</td>"
-        f"<td>{html.escape(str(r.get('reason') or ''))}</td></tr>"
-        for r in cells
-    )
-    claims = claims_table(data_root) if data_root is not None else None
-    table = headline_table(data_root) if data_root is not None else None
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    if summary:
-        parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
+
+def _results_sections(data_root, claims, table) -> list[str]:
+    """Claims, headline table and key figures (what notebooks 08-09 wrote)."""
+    parts = []
     if claims is not None:
         parts.append(
             "<h2>Claims of the paper, tested on this run</h2><p>Verdict rules and the tests behind each "
@@ -195,6 +188,14 @@ def write_index(
             "</figcaption></figure>"
             for p, cap in shown
         ]
+    return parts
+
+
+def _run_sections(out_dir: Path, results: list[dict], breakdown) -> list[str]:
+    """Where the time went, the notebooks and the grid cells of this run."""
+    parts = []
+    books = [r for r in results if r.get("notebook")]
+    cells = [r for r in results if not r.get("notebook")]
     if breakdown:
         import pandas as pd
 
@@ -204,26 +205,62 @@ def write_index(
             + _html_table(pd.DataFrame(breakdown))
         )
     if books:
+        rows = "".join(
+            f"<tr><td>{html.escape(r['notebook'])}</td><td>{_link(out_dir, r.get('report'), 'report')}</td>"
+            f"<td>{_link(out_dir, r.get('html'), 'with code')}</td><td>{r['seconds']}</td>"
+            f"<td>{_status(out_dir, r)}</td></tr>"
+            for r in books
+        )
         parts.append(
             "<h2>Notebooks</h2><table><thead><tr><th>notebook</th><th>report (no code)</th><th>with code</th>"
-            f"<th>seconds</th><th>status</th></tr></thead><tbody>{book_rows}</tbody></table>"
+            f"<th>seconds</th><th>status</th></tr></thead><tbody>{rows}</tbody></table>"
         )
     if cells:
+        rows = "".join(
+            f"<tr><td>{_link(out_dir, r.get('html'), r.get('cell', ''))}</td><td>{r['seconds']}</td>"
+            f"<td>{_status(out_dir, r)}</td><td>{html.escape(str(r.get('reason') or ''))}</td></tr>"
+            for r in cells
+        )
         parts.append(
             "<h2>Grid cells</h2><table><thead><tr><th>cell</th><th>seconds</th><th>status</th>"
-            f"<th>why it ran</th></tr></thead><tbody>{cell_rows}</tbody></table>"
+            f"<th>why it ran</th></tr></thead><tbody>{rows}</tbody></table>"
         )
+    return parts
+
+
+def _results_markdown(title: str, table, claims, summary: str) -> str:
+    md = [f"Results of the `{title}` run (test split, threshold-free, value [95% bootstrap interval]):"]
+    md.append(markdown_table(table))
+    if claims is not None:
+        md += ["Claims of the paper tested on this run (notebook 09):", markdown_table(claims)]
+    if summary:
+        md.append(summary)
+    return "\n\n".join(md) + "\n"
+
+
+def write_index(
+    out_dir: Path,
+    results: list[dict],
+    title: str,
+    data_root: Path | None = None,
+    summary: str = "",
+    breakdown: list[dict] | None = None,
+) -> Path:
+    """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
+    intervals, key figures inline, run summary, every notebook as a report and with code) and
+    ``results.md`` (the same tables for the README)."""
+    claims = claims_table(data_root) if data_root is not None else None
+    table = headline_table(data_root) if data_root is not None else None
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if summary:
+        parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
+    parts += _results_sections(data_root, claims, table)
+    parts += _run_sections(out_dir, results, breakdown)
     page = (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
         f"content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
     if table is not None:
-        md = [f"Results of the `{title}` run (test split, threshold-free, value [95% bootstrap interval]):"]
-        md.append(markdown_table(table))
-        if claims is not None:
-            md += ["Claims of the paper tested on this run (notebook 09):", markdown_table(claims)]
-        if summary:
-            md.append(summary)
-        write_text(out_dir / "results.md", "\n\n".join(md) + "\n")
+        write_text(out_dir / "results.md", _results_markdown(title, table, claims, summary))
     return write_text(out_dir / "index.html", page)

@@ -1,22 +1,26 @@
-"""Mutation check for the metric, statistics, claims, store, inspection, export and PDN-geometry
-tests: each plausible mistake must fail a test.
+"""Mutation check: each plausible mistake in the implementation must fail a test.
 
-    .venv/bin/python tests/mutations.py            # all mutations, ~5 min on 2 cores
-    .venv/bin/python tests/mutations.py 3 5        # only mutations 3 and 5
+    make mutations                                  # all of them, ~6 min on 2 cores
+    .venv/bin/python tests/mutations.py --list      # their names
+    .venv/bin/python tests/mutations.py NAME [NAME ...]
 
-Copies ``lib`` and ``tests`` to a temporary folder, applies one mistake at a time to the
-implementation (a plain text substitution that must match exactly once), runs the metric and
-store tests there and reports whether they caught it. Exit status 1 if any mutation survives.
-Not collected by pytest (its name does not start with ``test_``).
+Copies ``lib`` and ``tests`` to a temporary folder, applies one named mistake at a time (a plain text
+substitution that must match exactly once, else an error), runs the tests chosen for it there and
+reports whether they caught it. "Caught" means the tests ran and failed (pytest exit code 1); a
+mutant that cannot even be collected (exit 2-4, e.g. an import error) is an error of the mutation,
+never a catch. Before the mutants, the chosen tests must pass on the unmutated copy. Exit status 1
+if any mutation survives or errs. Not collected by pytest (its name does not start with ``test_``).
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_metrics.py", "tests/test_statistics.py", "tests/test_claims.py", "tests/test_store.py"]
@@ -32,201 +36,367 @@ FAST = [
     "segmenter and not rendered or ewma or k_of_n or fusion or outcomes",
 ]
 
-# (description, file, exact text, replacement[, the pytest arguments that must catch it; default TESTS])
+LAYER = ["tests/test_layers.py"]
+RUNNER = "lib/notebooks.py"
+
+
+class Mutation(NamedTuple):
+    name: str
+    description: str
+    file: str
+    old: str
+    new: str
+    tests: tuple = tuple(TESTS)
+
+
 MUTATIONS = [
-    (
+    Mutation(
+        "aupro-without-the-interpolation-at-fpr-0",
         "AUPRO without the interpolation at FPR 0.3",
         M,
         "area = np.sum(self.weight * (full + partial))",
         "area = np.sum(self.weight * full)",
     ),
-    (
+    Mutation(
+        "aupro-overlap-per-pixel-instead-of-per",
         "AUPRO overlap per pixel instead of per region",
         M,
         "weight[:] = 1.0 / (np.asarray(sizes, np.float64)[region] * self.n_regions)",
         "weight[:] = 1.0 / self.n_pos",
     ),
-    ("4- instead of 8-connected regions", M, "connectivity=8", "connectivity=4"),
-    (
+    Mutation(
+        "4-instead-of-8-connected-regions",
+        "4- instead of 8-connected regions",
+        M,
+        "connectivity=8",
+        "connectivity=4",
+    ),
+    Mutation(
+        "benjamini-hochberg-without-correction",
         "Benjamini-Hochberg without correction",
         M,
         "scaled = q[order] * m / np.arange(1, m + 1)",
         "scaled = q[order]",
     ),
-    (
+    Mutation(
+        "tau-the-lowest-of-tied-iou-thresholds",
         "tau*: the lowest of tied-IoU thresholds",
         M,
         "best = np.flatnonzero(iou == iou.max())[-1]",
         "best = np.flatnonzero(iou == iou.max())[0]",
     ),
-    (
+    Mutation(
+        "counts-at-a-threshold-leave-out-pixels",
         "counts at a threshold leave out pixels tied with it",
         M,
         'tp = self.n_pos - int(np.searchsorted(self.pos, t, side="left"))',
         'tp = self.n_pos - int(np.searchsorted(self.pos, t, side="right"))',
     ),
-    (
+    Mutation(
+        "auroc-counts-ties-as-wins",
         "AUROC counts ties as wins",
         M,
         "np.sum(self.count * (self.neg_below + self.neg_at_or_below))",
         "np.sum(self.count * 2 * self.neg_below)",
     ),
-    (
+    Mutation(
+        "au-pr-leaves-tied-normal-pixels-out",
         "AU-PR leaves tied normal pixels out of precision",
         M,
         "fp = self.n_neg - self.neg_below  # normal",
         "fp = self.n_neg - self.neg_at_or_below  # normal",
     ),
-    ("AUPRO tied step counted as a full step", M, "ramp / 2 + (L - b)", "ramp + (L - b)"),
-    ("threshold compared after rounding to float32", M, "if float(f) < t:", "if False:"),
-    ("NaN maps pass the finite check", M, "if not np.isfinite(a).all():", "if False:"),
-    (
+    Mutation(
+        "aupro-tied-step-counted-as-a-full",
+        "AUPRO tied step counted as a full step",
+        M,
+        "ramp / 2 + (L - b)",
+        "ramp + (L - b)",
+    ),
+    Mutation(
+        "threshold-compared-after-rounding-to-float32",
+        "threshold compared after rounding to float32",
+        M,
+        "if float(f) < t:",
+        "if False:",
+    ),
+    Mutation(
+        "nan-maps-pass-the-finite-check",
+        "NaN maps pass the finite check",
+        M,
+        "if not np.isfinite(a).all():",
+        "if False:",
+    ),
+    Mutation(
+        "maps-stored-as-float16",
         "maps stored as float16",
         S,
         "kept = np.float64 if maps.dtype == np.float64 else np.float32",
         "kept = np.float16",
     ),
-    ("scores stored as %.6g", S, "float_format=None)", 'float_format="%.6g")'),
-    ("no hash check on read", S, 'if verify and sha256_file(path) != want.get("sha256"):', "if False:"),
-    ("no size check on read", S, 'if size != want.get("bytes"):', "if False:"),
-    ("non-finite maps accepted by the store", S, "if not finite.all():", "if False:"),
-    ("a cell lacking manifest images is evaluated", E, "if lacking:", "if False:"),
-    ("bootstrap AUPRO: tied step as a full step", BO, "ramp / 2 + (L - bb)", "ramp + (L - bb)"),
-    (
+    Mutation("scores-stored-as-6g", "scores stored as %.6g", S, "float_format=None)", 'float_format="%.6g")'),
+    Mutation(
+        "no-hash-check-on-read",
+        "no hash check on read",
+        S,
+        'if verify and sha256_file(path) != want.get("sha256"):',
+        "if False:",
+    ),
+    Mutation(
+        "no-size-check-on-read", "no size check on read", S, 'if size != want.get("bytes"):', "if False:"
+    ),
+    Mutation(
+        "non-finite-maps-accepted-by-the-store",
+        "non-finite maps accepted by the store",
+        S,
+        "if not finite.all():",
+        "if False:",
+    ),
+    Mutation(
+        "a-cell-lacking-manifest-images-is-evaluated",
+        "a cell lacking manifest images is evaluated",
+        E,
+        "if lacking:",
+        "if False:",
+    ),
+    Mutation(
+        "bootstrap-aupro-tied-step-as-a-full",
+        "bootstrap AUPRO: tied step as a full step",
+        BO,
+        "ramp / 2 + (L - bb)",
+        "ramp + (L - bb)",
+    ),
+    Mutation(
+        "bootstrap-pixel-auroc-defect-pixels-not-weighted",
         "bootstrap pixel AUROC: defect pixels not weighted by their image's count",
         BO,
         "w_pix = wb[:, self.owner].T",
         "w_pix = np.ones((len(self.owner), len(wb)))",
     ),
-    (
+    Mutation(
+        "bootstrap-draws-underbodies-across-strata",
         "bootstrap draws underbodies across strata",
         BO,
         "counts[b] += np.bincount(members[draws[b]], minlength=len(uniq))",
         "counts[b] += np.bincount(rng.integers(0, len(uniq), len(members)), minlength=len(uniq))",
     ),
-    ("DeLong ignores the correlation of the AUROCs", SG, "- 2 * cov[0, 1]", "- 0 * cov[0, 1]"),
-    ("DeLong ranks ties in order", SG, 'method="average"', 'method="ordinal"'),
-    (
+    Mutation(
+        "delong-ignores-the-correlation-of-the-aurocs",
+        "DeLong ignores the correlation of the AUROCs",
+        SG,
+        "- 2 * cov[0, 1]",
+        "- 0 * cov[0, 1]",
+    ),
+    Mutation(
+        "delong-ranks-ties-in-order", "DeLong ranks ties in order", SG, 'method="average"', 'method="ordinal"'
+    ),
+    Mutation(
+        "family-p-values-not-corrected",
         "family p-values not corrected",
         SG,
         'zip(rows, M.benjamini_hochberg([r["p"] for r in rows]), strict=True)',
         'zip(rows, [r["p"] for r in rows], strict=True)',
     ),
-    ("t-test over fewer than 3 seeds", SG, "MIN_SEEDS_FOR_T = 3", "MIN_SEEDS_FOR_T = 1"),
-    (
+    Mutation(
+        "t-test-over-fewer-than-3-seeds",
+        "t-test over fewer than 3 seeds",
+        SG,
+        "MIN_SEEDS_FOR_T = 3",
+        "MIN_SEEDS_FOR_T = 1",
+    ),
+    Mutation(
+        "size-verdict-ignores-zero",
         "size verdict ignores zero",
         CL,
         "return REPRODUCED if (hi < 0 or lo > 0) else INCONCLUSIVE",
         "return REPRODUCED",
     ),
-    ("masking change with the sign flipped", CL, "100.0 * (m0 - r0) / r0", "100.0 * (r0 - m0) / r0"),
-    # the inspection loop and the export (fast tests only: no model training, no stream rendering)
-    (
+    Mutation(
+        "masking-change-with-the-sign-flipped",
+        "masking change with the sign flipped",
+        CL,
+        "100.0 * (m0 - r0) / r0",
+        "100.0 * (r0 - m0) / r0",
+    ),
+    Mutation(
+        "ewma-limit-without-the-square-root",
         "EWMA limit without the square root",
         AL,
         "(self.lam / (2 - self.lam)) ** 0.5",
         "(self.lam / (2 - self.lam))",
         FAST,
     ),
-    (
+    Mutation(
+        "k-of-n-fires-one-flag-late",
         "k of n fires one flag late",
         AL,
         "sum(self.history[seam]) >= c.k",
         "sum(self.history[seam]) > c.k",
         FAST,
     ),
-    (
+    Mutation(
+        "an-alert-on-every-underbody-in-alarm",
         "an alert on every underbody in alarm",
         AL,
         "if on and not self.in_alarm[(seam, rule)]:",
         "if on:",
         FAST,
     ),
-    ("EWMA without clipping", AL, "z = max(-c.clip, min(c.clip, z))", "z = z", FAST),
-    (
+    Mutation(
+        "ewma-without-clipping",
+        "EWMA without clipping",
+        AL,
+        "z = max(-c.clip, min(c.clip, z))",
+        "z = z",
+        FAST,
+    ),
+    Mutation(
+        "a-view-rising-again-does-not-start",
         "a view rising again does not start the next car",
         SE,
         "any(v in self.views and self.views[v].done for v in above)",
         "False",
         FAST,
     ),
-    (
+    Mutation(
+        "a-missing-view-fused-as-z-0",
         "a missing view fused as z = 0",
         IN,
         'feats = [z.get(v, fusion["normal_median"][v]) for v in VIEWPOINTS]',
         "feats = [z.get(v, 0.0) for v in VIEWPOINTS]",
         FAST,
     ),
-    ("alert window one car too long", EV, "(cars.car > c - window)", "(cars.car >= c - window)", FAST),
-    (
+    Mutation(
+        "alert-window-one-car-too-long",
+        "alert window one car too long",
+        EV,
+        "(cars.car > c - window)",
+        "(cars.car >= c - window)",
+        FAST,
+    ),
+    Mutation(
+        "pooling-bins-end-at-the-floor",
         "pooling bins end at the floor",
         FE,
         "a, b = (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)",
         "a, b = (j * n_in) // n_out, max((j + 1) * n_in // n_out, (j * n_in) // n_out + 1)",
         ["tests/test_export.py", "-k", "pool"],
     ),
-    (
+    Mutation(
+        "pdn-coverage-counts-the-last-cell-s",
         "PDN coverage counts the last cell's span as full stride",
         PD,
         "frac *= (4 * (n - 1) + 1) / int(length)",
         "frac *= (4 * n) / int(length)",
         GEO,
     ),
-    (
+    Mutation(
+        "pdn-map-sampled-without-the-1-of",
         "PDN map sampled without the +1 of the padded cell",
         PD,
         "/ PDN_STRIDE + 1\n    tx",
         "/ PDN_STRIDE\n    tx",
         GEO,
     ),
-    (
+    Mutation(
+        "pdn-coverage-warning-never-fires",
         "PDN coverage warning never fires",
         "lib/models/efficientad/__init__.py",
         "if self.map_coverage < MIN_COVERAGE:",
         "if self.map_coverage < 0:",
         GEO,
     ),
+    # the house's layers: an upward import and an import circle must fail the layer test
+    Mutation(
+        "upward-import-models-to-grid",
+        "models import the grid (upward)",
+        "lib/models/train.py",
+        "def _jsonable(obj):\n",
+        "def _jsonable(obj):\n    from lib.grid import run_grid  # noqa: F401\n\n",
+        LAYER,
+    ),
+    Mutation(
+        "import-circle-store-identity",
+        "the store imports identity, which imports the store",
+        "lib/store.py",
+        "def cell_dir(store_root, cell: Cell) -> Path:\n",
+        "def cell_dir(store_root, cell: Cell) -> Path:\n    from lib.identity import cell_identity  # noqa: F401\n\n",
+        LAYER,
+    ),
 ]
+BY_NAME = {m.name: m for m in MUTATIONS}
+if len(BY_NAME) != len(MUTATIONS):
+    raise SystemExit("two mutations share a name")
 
 
-def run(indices) -> int:
-    survived = 0
-    for i in indices:
-        desc, rel, old, new, *only = MUTATIONS[i]
-        with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
-            tmp = Path(tmp)
-            for part in ("lib", "tests"):
-                shutil.copytree(REPO / part, tmp / part, ignore=shutil.ignore_patterns("__pycache__"))
-            shutil.copy(REPO / "pyproject.toml", tmp / "pyproject.toml")
-            path = tmp / rel
-            text = path.read_text()
-            if text.count(old) != 1:
-                raise SystemExit(f"mutation {i} ({desc}): {old!r} occurs {text.count(old)} times in {rel}")
-            path.write_text(text.replace(old, new))
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-x",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    *(only[0] if only else TESTS),
-                ],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-            )
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")]
-            caught = proc.returncode != 0
-            survived += not caught
-            where = lines[0].removeprefix("FAILED ").split(" - ")[0] if lines else proc.stdout.strip()[-80:]
-            print(f"{i:2d} {'caught ' if caught else 'SURVIVED'} {desc:<55} {where}", flush=True)
-    print(f"{len(indices) - survived} of {len(indices)} mutations caught")
-    return 1 if survived else 0
+def _copy(tmp: Path) -> None:
+    for part in ("lib", "tests"):
+        shutil.copytree(REPO / part, tmp / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp / "pyproject.toml")
+
+
+def _pytest(tmp: Path, tests) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+    )
+
+
+def baseline(chosen: list[Mutation]) -> None:
+    """The chosen tests pass on an unmutated copy (else no mutant result would mean anything)."""
+    selections = {tuple(m.tests) for m in chosen}
+    with tempfile.TemporaryDirectory(prefix="mutant-base-") as tmp:
+        _copy(Path(tmp))
+        for tests in selections:
+            proc = _pytest(Path(tmp), tests)
+            if proc.returncode != 0:
+                raise SystemExit(f"the unmutated tests fail ({' '.join(tests)}):\n{proc.stdout[-2000:]}")
+
+
+def run_one(m: Mutation) -> str:
+    """'caught', 'SURVIVED' or 'ERROR: ...' for one mutation."""
+    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+        tmp = Path(tmp)
+        _copy(tmp)
+        path = tmp / m.file
+        text = path.read_text()
+        if text.count(m.old) != 1:
+            return f"ERROR: its text occurs {text.count(m.old)} times in {m.file} (must be once)"
+        path.write_text(text.replace(m.old, m.new))
+        proc = _pytest(tmp, m.tests)
+        if proc.returncode == 1:
+            failed = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")]
+            return "caught   " + (failed[0].removeprefix("FAILED ").split(" - ")[0] if failed else "")
+        if proc.returncode == 0:
+            return "SURVIVED"
+        return f"ERROR: pytest exit {proc.returncode} (not a test failure): {proc.stdout.strip()[-160:]}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    ap.add_argument("--list", action="store_true", help="print the names and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:<48} {m.description}")
+        return 0
+    unknown = [n for n in args.names if n not in BY_NAME]
+    if unknown:
+        print(f"unknown mutation(s) {unknown}; see --list", file=sys.stderr)
+        return 2
+    chosen = [BY_NAME[n] for n in args.names] or MUTATIONS
+    baseline(chosen)
+    bad = 0
+    for m in chosen:
+        outcome = run_one(m)
+        bad += not outcome.startswith("caught")
+        print(f"{m.name:<48} {outcome}", flush=True)
+    print(f"{len(chosen) - bad} of {len(chosen)} mutations caught")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    chosen = [int(a) for a in sys.argv[1:]] or list(range(len(MUTATIONS)))
-    sys.exit(run(chosen))
+    sys.exit(main())

@@ -81,7 +81,7 @@ def _world(gains: dict, seed=0):
     images = pd.concat(rows, ignore_index=True)
     reps = []
     for (model, masked, v), g in images.groupby(["model", "masked", "viewpoint"]):
-        ids, counts = ev.test_resamples(man, v, 300)
+        ids, counts = ev.underbody_resamples(man, v, 300)
         g = g.set_index("image_id").loc[ids]
         y = (g.label == "anomalous").to_numpy()
         auc = B.image_auroc(y, g.score.to_numpy(), counts)

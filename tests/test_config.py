@@ -54,3 +54,19 @@ def test_seed_and_device():
     assert config.select_device("cpu") == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
         config.select_device("tpu")
+
+
+def test_table3_deviations_list_what_a_profile_changes_and_nothing_else():
+    import dataclasses
+
+    from lib.config import load_profile
+    from lib.models import table3_deviations
+
+    assert table3_deviations(load_profile("paper")) == []  # paper: Table 3, plumbing fields ignored
+    quick = load_profile("quick")
+    rows = {(r["model"], r["setting"]): r for r in table3_deviations(quick)}
+    assert rows[("patchcore", "input_size")]["Table 3"] == (848, 480)
+    assert rows[("patchcore", "input_size")]["quick"] == tuple(quick.models["patchcore"]["input_size"])
+    assert not any(m == "baseline" for m, _ in rows)  # not a paper model
+    same = dataclasses.replace(quick, models={"memseg": {"iterations": 15000, "device": "cpu"}})
+    assert table3_deviations(same) == []  # equal to Table 3, and device is not a Table 3 setting

@@ -286,24 +286,21 @@ def test_benjamini_hochberg_by_hand_and_against_scipy():
     assert np.isnan(out[1]) and out[[0, 2]] == pytest.approx([0.02, 0.02])
 
 
-def test_paired_tests_with_bh():
+def test_paired_t_is_scipys_paired_test():
     rng = np.random.default_rng(0)
     base = rng.normal(0.5, 0.1, 40)
-    rows = M.paired_tests({"good": base + 0.2, "same": base + rng.normal(0, 0.01, 40), "base": base})
-    by = {(r["a"], r["b"]): r for r in rows}
-    assert by[("base", "good")]["significant"] and by[("base", "good")]["mean_diff"] < 0
-    assert [r["p_bh"] for r in rows] == pytest.approx(list(M.benjamini_hochberg([r["p"] for r in rows])))
-    assert by[("base", "good")]["p"] == pytest.approx(stats.ttest_rel(base, base + 0.2).pvalue)
-    with pytest.raises(ValueError, match="same items"):
-        M.paired_tests({"a": np.zeros(3), "b": np.zeros(4)})
+    r = M.paired_t(base, base + 0.2)
+    assert r["p"] == pytest.approx(stats.ttest_rel(base, base + 0.2).pvalue) and r["diff"] == pytest.approx(
+        -0.2
+    )
+    assert r["t"] == pytest.approx(stats.ttest_rel(base, base + 0.2).statistic)
 
 
-def test_paired_tests_constant_difference_gets_the_tests_own_answer():
+def test_paired_t_constant_difference_gets_the_tests_own_answer():
     x = np.array([0.1, 0.2, 0.3])
-    row = M.paired_tests({"a": x + 0.25, "b": x})[0]  # no p = 0 by fiat: scipy's t-test decides
+    row = M.paired_t(x + 0.25, x)  # no p = 0 by fiat: scipy's t-test decides
     assert row["p"] == stats.ttest_rel(x + 0.25, x).pvalue
-    same = M.paired_tests({"a": x, "b": x.copy()})[0]
-    assert np.isnan(same["p"]) and np.isnan(same["p_bh"]) and not same["significant"]
+    assert np.isnan(M.paired_t(x, x.copy())["p"])
 
 
 def test_bad_inputs():

@@ -54,7 +54,7 @@ def masking_error_change(
         return pd.DataFrame()
     scopes = [("overall", None, None)] + [(f"size {b}", b, None) for b in ev.SIZE_BINS]
     scopes += [(f"model {m}", None, m) for m in paired_models]
-    draws = {v: ev.test_resamples(manifest, v, n_resamples, seed) for v in sorted(x.viewpoint.unique())}
+    draws = {v: ev.underbody_resamples(manifest, v, n_resamples, seed) for v in sorted(x.viewpoint.unique())}
     per_seed = []
     for s, gs in x.groupby("seed", sort=True):
         acc = {}  # (scope, kind, masked) -> (point, replicates)
@@ -198,25 +198,9 @@ def _ranking_claim(iv, replicates, level, metric, winners, claim, paper):
     return {"claim": claim, "paper": paper, "ours": ours, "evidence": evidence, "verdict": verdict}
 
 
-def claims_table(
-    metrics: pd.DataFrame,
-    images: pd.DataFrame,
-    replicates: pd.DataFrame,
-    manifest: pd.DataFrame,
-    n_resamples: int = B.DEFAULT_RESAMPLES,
-    seed: int = B.DEFAULT_SEED,
-) -> pd.DataFrame:
-    """One row per testable claim: claim, paper's number, ours, evidence (interval or p), verdict.
-    Only the paper's models take part (``NOT_IN_PAPER`` is left out)."""
+def _masking_claim(delong, t_tests) -> list[dict]:
+    """7.1: masking improves every model at image level."""
     rows = []
-    images = images[~images.model.isin(NOT_IN_PAPER)]
-    metrics = metrics[~metrics.model.isin(NOT_IN_PAPER)]
-    replicates = replicates[~replicates.model.isin(NOT_IN_PAPER)]
-    delong = S.delong_families(images)
-    t_tests = S.t_test_families(metrics)
-    iv = ev.intervals(metrics, replicates)
-
-    # 7.1: masking improves every model at image level
     m = _comparison_rows(delong, t_tests, "masking")
     if len(m):
         rows.append(
@@ -230,7 +214,12 @@ def claims_table(
                 "verdict": verdict_comparisons(m["diff"], m.significant),
             }
         )
-    # 7.1: PatchCore† superior to every other model in every section and condition
+    return rows
+
+
+def _superiority_claims(delong, t_tests) -> list[dict]:
+    """7.1: PatchCore† superior to every other model in every section and condition."""
+    rows = []
     for masked in (True, False):
         cond = "masked" if masked else "raw"
         fam = _comparison_rows(delong, t_tests, "models")
@@ -248,7 +237,12 @@ def claims_table(
                     "verdict": verdict_comparisons(pc["diff"], pc.significant),
                 }
             )
-    # 7.1: EfficientAD-M† vs SimpleNet† not significantly different
+    return rows
+
+
+def _pair_claim(delong, t_tests) -> list[dict]:
+    """7.1: EfficientAD-M† vs SimpleNet† not significantly different."""
+    rows = []
     fam = _comparison_rows(delong, t_tests, "models")
     pair = _orient(fam[fam.family.str.endswith("masked")], "efficientad_m†")
     pair = pair[pair.b == "simplenet†"]
@@ -265,7 +259,12 @@ def claims_table(
                 else (INCONCLUSIVE if pair.p_bh.isna().any() else REPRODUCED),
             }
         )
-    # 7.1: error changes with masking
+    return rows
+
+
+def _error_change_claims(images, manifest, n_resamples, seed) -> list[dict]:
+    """7.1: error changes with masking."""
+    rows = []
     ch = masking_error_change(images, manifest, "oracle", n_resamples, seed)
     paper_pct = {("overall", "fn"): -33.9, ("overall", "fp"): -34.6}
     paper_pct.update(
@@ -285,7 +284,12 @@ def claims_table(
                 "verdict": verdict_size(r.ci_low, r.ci_high, paper),
             }
         )
-    # 7.2: PatchCore best pixel AUROC and AUPRO; MemSeg best IoU is not tested (no interval)
+    return rows
+
+
+def _pixel_ranking_claims(iv, replicates) -> list[dict]:
+    """7.2: PatchCore best pixel AUROC and AUPRO; MemSeg best IoU is not tested (no interval)."""
+    rows = []
     for metric, paper in (("auroc", "PatchCore 99.7"), ("aupro", "PatchCore 98.6")):
         r = _ranking_claim(
             iv,
@@ -298,7 +302,12 @@ def claims_table(
         )
         if r:
             rows.append(r)
-    # 8.1: EfficientAD-M has the highest image AUROC
+    return rows
+
+
+def _image_ranking_claim(iv, replicates) -> list[dict]:
+    """8.1: EfficientAD-M has the highest image AUROC."""
+    rows = []
     r = _ranking_claim(
         iv,
         replicates,
@@ -310,7 +319,12 @@ def claims_table(
     )
     if r:
         rows.append(r)
-    # 7.1: real defects - masking improves image AUROC for every model (Table 5)
+    return rows
+
+
+def _real_defect_claim(images) -> list[dict]:
+    """7.1: real defects - masking improves image AUROC for every model (Table 5)."""
+    rows = []
     real = images[(images.label == "normal") | (images.source == "real")]
     if real.label.eq("anomalous").groupby(real.viewpoint).sum().min() >= 2:
         d = S.delong_families(real)
@@ -324,7 +338,12 @@ def claims_table(
                 "verdict": verdict_comparisons(d["diff"], d.significant),
             }
         )
-    # 8.1: most methods are FP-dominated at image level
+    return rows
+
+
+def _fp_dominance_claim(images) -> list[dict]:
+    """8.1: most methods are FP-dominated at image level."""
+    rows = []
     share = ev.image_fp_share(images, "oracle")
     if len(share):
         per_variant = share.groupby(["model", "masked"]).fp_share.mean()
@@ -338,7 +357,12 @@ def claims_table(
                 "verdict": REPRODUCED if n_fp > len(per_variant) / 2 else CONTRADICTED,
             }
         )
-    # 7.3: speed ranking
+    return rows
+
+
+def _speed_claim(metrics) -> list[dict]:
+    """7.3: speed ranking."""
+    rows = []
     t = metrics[(metrics.subset == "test") & (metrics.level == "image") & (metrics.policy == "oracle")]
     speed = t.groupby("model").median_ms.median().sort_values()
     if {"efficientad_s", "patchcore"} <= set(speed.index):
@@ -354,4 +378,34 @@ def claims_table(
                 "verdict": REPRODUCED if fast_ok and slow_ok else CONTRADICTED,
             }
         )
+    return rows
+
+
+def claims_table(
+    metrics: pd.DataFrame,
+    images: pd.DataFrame,
+    replicates: pd.DataFrame,
+    manifest: pd.DataFrame,
+    n_resamples: int = B.DEFAULT_RESAMPLES,
+    seed: int = B.DEFAULT_SEED,
+) -> pd.DataFrame:
+    """One row per testable claim: claim, paper's number, ours, evidence (interval or p), verdict.
+    Only the paper's models take part (``NOT_IN_PAPER`` is left out)."""
+    images = images[~images.model.isin(NOT_IN_PAPER)]
+    metrics = metrics[~metrics.model.isin(NOT_IN_PAPER)]
+    replicates = replicates[~replicates.model.isin(NOT_IN_PAPER)]
+    delong = S.delong_families(images)
+    t_tests = S.t_test_families(metrics)
+    iv = ev.intervals(metrics, replicates)
+    rows = [
+        *_masking_claim(delong, t_tests),
+        *_superiority_claims(delong, t_tests),
+        *_pair_claim(delong, t_tests),
+        *_error_change_claims(images, manifest, n_resamples, seed),
+        *_pixel_ranking_claims(iv, replicates),
+        *_image_ranking_claim(iv, replicates),
+        *_real_defect_claim(images),
+        *_fp_dominance_claim(images),
+        *_speed_claim(metrics),
+    ]
     return pd.DataFrame(rows, columns=["claim", "paper", "ours", "evidence", "verdict"])

@@ -194,7 +194,7 @@ def per_image(cell: Cell, out: dict, thresholds: dict, tau_px: float) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def test_resamples(manifest: pd.DataFrame, viewpoint: str, n_resamples: int, seed: int = B.DEFAULT_SEED):
+def underbody_resamples(manifest: pd.DataFrame, viewpoint: str, n_resamples: int, seed: int = B.DEFAULT_SEED):
     """(test image ids in a fixed order, (n_resamples, n) counts): underbodies resampled within
     normal/defective, the same for every cell of the viewpoint (so replicates pair across cells)."""
     sel = manifest[(manifest.viewpoint == viewpoint) & (manifest.split == "test")].sort_values("image_id")
@@ -259,7 +259,7 @@ def evaluate_store(
             m = evaluate_outputs(cell, out)
             if n_resamples:
                 if cell.viewpoint not in draws:
-                    draws[cell.viewpoint] = test_resamples(
+                    draws[cell.viewpoint] = underbody_resamples(
                         manifest, cell.viewpoint, n_resamples, bootstrap_seed
                     )
                 reps = cell_replicates(cell, out, *draws[cell.viewpoint])

@@ -318,27 +318,6 @@ def mean_std(values) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
-def paired_tests(values: dict[str, np.ndarray], alpha: float = 0.05):
-    """Paired t-tests between every pair of models on the same items, Benjamini-Hochberg corrected.
-
-    ``values`` maps model -> per-item metric, aligned (same items, same order). Returns a list of
-    dicts: a, b, mean difference (a - b), t, p, p_bh, significant.
-    """
-    names = sorted(values)
-    n = {len(np.asarray(values[k])) for k in names}
-    if len(n) != 1:
-        raise ValueError(f"paired tests need the same items for every model, got lengths {sorted(n)}")
-    rows = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            r = paired_t(values[a], values[b])
-            rows.append({"a": a, "b": b, "mean_diff": r["diff"], "t": r["t"], "p": r["p"]})
-    for r, q in zip(rows, benjamini_hochberg([r["p"] for r in rows]), strict=True):
-        r["p_bh"] = float(q)
-        r["significant"] = bool(q < alpha)
-    return rows
-
-
 def paired_t(x, y) -> dict:
     """Paired t-test of x vs y: mean difference, t, p (a constant difference gets scipy's own answer)."""
     x, y = np.asarray(x, float), np.asarray(y, float)

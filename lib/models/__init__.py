@@ -21,6 +21,7 @@ __all__ = [
     "PatchCore",
     "SimpleNet",
     "make_model",
+    "table3_deviations",
     "model_config",
 ]
 
@@ -37,3 +38,30 @@ def make_model(name: str, profile=None, **overrides) -> AnomalyModel:
     """A model built from ``model_config(name, profile, **overrides)``."""
     config = model_config(name, profile, **overrides)  # raises on an unknown model or setting
     return REGISTRY[name](config)
+
+
+#: config fields that are run plumbing, not Table 3 settings
+NOT_TABLE3 = frozenset({"device", "seed", "weights", "allow_random_backbone", "teacher_weights"})
+
+
+def table3_deviations(profile, models=None) -> list[dict]:
+    """Every setting in which ``profile`` departs from Table 3 (the config dataclasses' defaults), one
+    row per (model, setting): model, setting, Table 3, this profile. The baseline is not a paper model.
+    ``backbone = "auto"`` is reported as written (the paper's backbone when its weights are here)."""
+    import dataclasses
+
+    rows = []
+    for name in models or GRID_MODELS:
+        cls = REGISTRY[name]
+        if name == "baseline":
+            continue
+        paper = cls.config_class()
+        for key, value in sorted(profile.models.get(name, {}).items()):
+            if key in NOT_TABLE3:
+                continue
+            default = getattr(paper, key)
+            value = tuple(value) if isinstance(value, list) else value
+            if value != default:
+                rows.append({"model": name, "setting": key, "Table 3": default, profile.name: value})
+        assert dataclasses.is_dataclass(paper)
+    return rows

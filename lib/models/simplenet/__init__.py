@@ -33,7 +33,7 @@ class SimpleNetConfig:
     pre_proj: int = 1
     noise_std: float = 0.015  # in raw feature units (the paper's WideResNet50 features)
     # offline backbones have other feature scales: standardise per channel on the training patches,
-    # then noise_std is relative to unit variance (quick/smoke profiles use 0.3; see README)
+    # then noise_std is relative to unit variance (quick/smoke profiles use 0.3; see docs/models.md)
     standardize_features: bool = False
     dsc_layers: int = 2
     dsc_hidden: int = 1024
@@ -43,7 +43,7 @@ class SimpleNetConfig:
     batch_size: int = 8
     lr: float = 1e-4  # adaptor: AdamW with its default weight decay (0.01), as the reference
     dsc_lr: float = 2e-4  # discriminator: Adam, weight decay 1e-5, as the reference
-    xavier_init: bool = False  # the reference's Xavier-normal init of adaptor and discriminator (see README)
+    xavier_init: bool = False  # the reference's Xavier-normal init of adaptor and discriminator (see docs/models.md)
     cos_lr: bool = False  # cosine annealing of the discriminator's lr (the reference's flag, off by default)
     blur_sigma: float = 4.0
     allow_random_backbone: bool = (

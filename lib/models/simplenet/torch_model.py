@@ -19,7 +19,7 @@ def xavier_init(module: nn.Module) -> None:
 class FeatureAdaptor(nn.Module):
     """G_theta: ``pre_proj`` fully connected layers with bias, as the reference (paper: one layer).
 
-    ``xavier``: the reference's Xavier-normal init; off by default (PyTorch's init), see README.
+    ``xavier``: the reference's Xavier-normal init; off by default (PyTorch's init), see docs/models.md.
     """
 
     def __init__(self, dim: int, n_layers: int = 1, xavier: bool = False):
