@@ -17,7 +17,9 @@ def test_readme_is_at_most_250_lines_and_links_every_docs_page():
     linked = set(_links(readme))
     pages = {p.resolve() for p in (ROOT / "docs").glob("*.md") if p.name != "README.md"}
     assert pages, "no docs pages"
-    assert not pages - linked, f"docs pages the README does not link: {sorted(p.name for p in pages - linked)}"
+    assert not pages - linked, (
+        f"docs pages the README does not link: {sorted(p.name for p in pages - linked)}"
+    )
 
 
 def test_no_relative_link_is_broken():

@@ -43,7 +43,7 @@ class SimpleNetConfig:
     batch_size: int = 8
     lr: float = 1e-4  # adaptor: AdamW with its default weight decay (0.01), as the reference
     dsc_lr: float = 2e-4  # discriminator: Adam, weight decay 1e-5, as the reference
-    xavier_init: bool = False  # the reference's Xavier-normal init of adaptor and discriminator (see docs/models.md)
+    xavier_init: bool = False  # the reference's Xavier-normal init (see docs/models.md)
     cos_lr: bool = False  # cosine annealing of the discriminator's lr (the reference's flag, off by default)
     blur_sigma: float = 4.0
     allow_random_backbone: bool = (
