@@ -271,7 +271,8 @@ def ensure_cells(
     fewer viewpoints, like the CI's smoke chain, can still bundle)."""
     from lib.dataset.manifest import read_manifest
     from lib.models import make_model
-    from lib.models.train import _has_seed, run_cell
+    from lib.models.base import REGISTRY
+    from lib.models.train import run_cell
 
     prof = load_profile(profile)
     root = Path(data_root)
@@ -282,7 +283,7 @@ def ensure_cells(
         cell = Cell(model, view, masked, int(seed))
         if is_done(store, cell):
             continue
-        m = make_model(model, prof, **({"seed": int(seed)} if _has_seed(model) else {}))
+        m = make_model(model, prof, **REGISTRY[model].seed_overrides(seed))
         run_cell(m, root, manifest, cell, store, progress)
         trained.append(cell.key)
     return trained

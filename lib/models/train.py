@@ -107,8 +107,10 @@ def train_grid(
     model_name: str, profile, data_root, manifest, viewpoints, variants, seeds, progress=True, **overrides
 ):
     """Run every (viewpoint, raw|masked, seed) cell of one model; returns one summary row per cell."""
-    from lib.models import make_model
+    from lib.models import REGISTRY, make_model
 
+    if model_name not in REGISTRY:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(REGISTRY)}")
     store_root = Path(data_root) / "results"
     unknown = set(variants) - {"raw", "masked"}
     if unknown:
@@ -118,18 +120,10 @@ def train_grid(
         for variant in variants:
             for seed in seeds:
                 cell = Cell(model_name, view, variant == "masked", int(seed))
-                seeded = {"seed": int(seed)} if _has_seed(model_name) else {}
+                seeded = REGISTRY[model_name].seed_overrides(seed)
                 model = make_model(model_name, profile, **seeded, **overrides)
                 summary = run_cell(model, data_root, manifest, cell, store_root, progress)
                 summary["history"] = model.history
                 summary["backbone"] = getattr(model, "backbone_description", "none")
                 rows.append(summary)
     return rows
-
-
-def _has_seed(model_name: str) -> bool:
-    import dataclasses
-
-    from lib.models import REGISTRY
-
-    return "seed" in {f.name for f in dataclasses.fields(REGISTRY[model_name].config_class)}
