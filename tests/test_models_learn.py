@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lib.config import load_profile
 from lib.evaluate import metrics as M
@@ -25,8 +26,11 @@ VIEW = "front"
 IMAGE_FLOOR, PIXEL_FLOOR = 0.65, 0.85
 #: EfficientAD's pixel floor is lower: its unpadded PDN is blind to the outer 16 input pixels (the
 #: original's geometry), which at 112x64 holds 42 % of these defects' pixels (asserted below), where
-#: its map is the padding's constant and no training can raise it
-FLOORS = {"efficientad_s": (IMAGE_FLOOR, 0.80)}
+#: its map is the padding's constant and no training can raise it. Set from four initial teachers
+#: (torch seeds 0, 1, 2 and torch's default state; 2026-12-01, AMD EPYC, 2 threads except seeds 1-2 on
+#: one): trained 0.768-0.857 image / 0.786-0.880 pixel AUROC, untrained <= 0.500 / <= 0.195. The
+#: fixture seeds the teacher (0): before, its init was whatever earlier tests left in torch's RNG.
+FLOORS = {"efficientad_s": (IMAGE_FLOOR, 0.75)}
 NOISE = "noise"  # untrained copy = fitted on uniform noise images (no normal data seen)
 TEACHER = "teacher"  # stands for the module's distilled PDN teacher (fixture below)
 
@@ -77,6 +81,7 @@ def efficientad_teacher(task, tmp_path_factory):
 
     root, train, *_ = task
     cfg = model_config("efficientad_s", load_profile("quick"), teacher_iterations=100)
+    torch.manual_seed(0)  # the PDN's initial weights: not whatever the tests before left in torch's RNG
     net = EfficientADModel(cfg.model_size, cfg.out_channels, input_size=tuple(cfg.input_size))
     device = select_device(cfg.device)
     images = load_images(root, train, tuple(cfg.input_size), masked=True)
