@@ -29,7 +29,7 @@ import pandas as pd
 from lib.acquire import sealant_line as sl
 from lib.acquire import underbody as ub
 from lib.acquire.stream import SEAM_ROBOT
-from lib.config import VIEWPOINTS, load_profile
+from lib.config import VIEWPOINTS, data_root_for, load_profile
 from lib.evaluate import metrics as M
 from lib.fileio import ensure_writable_dir, read_image, sha256_file, write_image, write_json, write_text
 from lib.masking import apply_roi
@@ -132,7 +132,7 @@ def make_bundle(
     from lib.evaluate.evaluate import load_outputs
 
     prof = load_profile(profile)
-    root = Path(data_root) if data_root else Path(__file__).resolve().parents[2] / "data" / prof.name
+    root = data_root_for(prof.name, data_root)
     manifest = read_manifest(root / "data_manifest.csv")
     tmeta = json.loads((root / "templates" / "templates.json").read_text())
     margin = float(tmeta["roi_margin_paper_px"])
