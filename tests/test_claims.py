@@ -179,3 +179,11 @@ def test_the_baseline_takes_no_part_in_the_claims():
     assert not claims.ours.str.contains("baseline").any()
     best = claims[claims.claim.str.startswith("PatchCore has the highest pixel AUROC")].verdict.iloc[0]
     assert best == C.REPRODUCED
+
+
+def test_a_run_with_one_model_gets_a_claims_table():
+    """`--models patchcore`: no runner-up for the ranking claims; they say so instead of crashing."""
+    man, images, metrics, reps = _world({("patchcore", False): 2.0, ("patchcore", True): 2.5})
+    claims = C.claims_table(metrics, images, reps, man, 200)
+    best = claims[claims.claim.str.startswith("PatchCore has the highest pixel AUROC")].iloc[0]
+    assert best.verdict == C.INCONCLUSIVE and "no other model" in best.ours

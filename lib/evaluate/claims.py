@@ -182,6 +182,15 @@ def _ranking_claim(iv, replicates, level, metric, winners, claim, paper):
     if best_w is None:
         return None
     others = [k for k in point.index if k not in winners]
+    if not others:  # e.g. --models patchcore: nothing to rank against
+        ours = f"no other model in this run ({', '.join(point.index)} only)"
+        return {
+            "claim": claim,
+            "paper": paper,
+            "ours": ours,
+            "evidence": "no comparison",
+            "verdict": INCONCLUSIVE,
+        }
     runner = others[0] if first in winners else first
     lead = reps[best_w] - reps[runner] if first in winners else reps[first] - reps[best_w]
     lo, hi = B.percentile_interval(lead)
