@@ -306,6 +306,13 @@ MUTATIONS = [
         "if self.map_coverage < 0:",
         GEO,
     ),
+    Mutation(
+        "ranking-claim-without-runner-up-guard",
+        "a ranking claim assumes a runner-up exists (one-model runs crash)",
+        CL,
+        "    if not others:  # e.g. --models patchcore: nothing to rank against\n",
+        "    if False:\n",
+    ),
     # the house's layers: an upward import and an import circle must fail the layer test
     Mutation(
         "upward-import-models-to-grid",
