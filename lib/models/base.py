@@ -42,6 +42,20 @@ def numpy_to_tensors(arrays: dict, prefix: str = "") -> dict:
     }
 
 
+def batched_forward(net, images: np.ndarray, device, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """``predict`` of a model whose torch module's ``forward`` is the whole inference: uint8 images in
+    batches through ``net`` (eval, no grad), scores and float32 maps back as numpy."""
+    import torch
+
+    scores, maps = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            s, m = net(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device))
+            scores.append(s.cpu())
+            maps.append(m.cpu())
+    return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that does not fit its model; the message names the file and the key."""
 

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lib.config import select_device
-from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
+from lib.models.base import AnomalyModel, batched_forward, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.efficientad.augment import colour_jitter, offline_photos, random_crop
 from lib.models.efficientad.torch_model import MIN_COVERAGE, EfficientADModel, pdn_coverage
 
@@ -204,13 +204,7 @@ class EfficientAD(AnomalyModel):
 
     @torch.no_grad()
     def predict(self, images):
-        net = self._inference_net()
-        scores, maps = [], []
-        for i in range(0, len(images), 8):
-            s, m = net(torch.from_numpy(np.ascontiguousarray(images[i : i + 8])).to(self.device))
-            scores.append(s.cpu())
-            maps.append(m.cpu())
-        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
+        return batched_forward(self._inference_net(), images, self.device)
 
     def _inference_net(self):
         """A channels-last copy of the trained net for inference (same weights; ~15 % faster convs on a

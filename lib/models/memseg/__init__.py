@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lib.config import select_device
-from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
+from lib.models.base import AnomalyModel, batched_forward, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.memseg.anomaly_synthesis import SynthesisConfig, synthesize
 from lib.models.memseg.torch_model import MemSegModel, focal_loss
 
@@ -129,12 +129,7 @@ class MemSeg(AnomalyModel):
     @torch.no_grad()
     def predict(self, images):
         self.net.eval()
-        scores, maps = [], []
-        for i in range(0, len(images), 8):
-            s, m = self.net(torch.from_numpy(np.ascontiguousarray(images[i : i + 8])).to(self.device))
-            scores.append(s.cpu())
-            maps.append(m.cpu())
-        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
+        return batched_forward(self.net, images, self.device)
 
     def state_dict(self):
         return tensors_to_numpy(self.net.state_dict())

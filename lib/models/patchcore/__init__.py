@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from lib.config import select_device
 from lib.models.backbones import require_pretrained
-from lib.models.base import AnomalyModel, register
+from lib.models.base import AnomalyModel, batched_forward, register
 from lib.models.patchcore.torch_model import PatchCoreModel, greedy_coreset
 
 
@@ -89,12 +89,7 @@ class PatchCore(AnomalyModel):
     def predict(self, images):
         if len(self.net.memory_bank) == 0:
             raise RuntimeError("patchcore: call fit() or load() before predict()")
-        scores, maps = [], []
-        for b in self._batches(images, "scoring", False):
-            s, m = self.net(b)
-            scores.append(s.cpu())
-            maps.append(m.cpu())
-        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
+        return batched_forward(self.net, images, self.device, self.config.batch_size)
 
     def state_dict(self):
         return {"memory_bank": self.net.memory_bank.cpu().numpy()}

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from lib.config import select_device
 from lib.models.backbones import require_pretrained
-from lib.models.base import AnomalyModel, numpy_to_tensors, register, tensors_to_numpy
+from lib.models.base import AnomalyModel, batched_forward, numpy_to_tensors, register, tensors_to_numpy
 from lib.models.simplenet.torch_model import SimpleNetModel, truncated_l1
 
 
@@ -150,12 +150,7 @@ class SimpleNet(AnomalyModel):
     @torch.no_grad()
     def predict(self, images):
         self.net.eval()
-        scores, maps = [], []
-        for i in range(0, len(images), 8):
-            s, m = self.net(torch.from_numpy(np.ascontiguousarray(images[i : i + 8])).to(self.device))
-            scores.append(s.cpu())
-            maps.append(m.cpu())
-        return torch.cat(scores).numpy(), torch.cat(maps).numpy().astype(np.float32)
+        return batched_forward(self.net, images, self.device)
 
     def state_dict(self):
         sd = {"feat_mean": self.net.feat_mean, "feat_std": self.net.feat_std}
