@@ -9,6 +9,7 @@ from lib.config import load_profile
 from lib.dataset import assemble, splits
 from lib.dataset import manifest as mf
 from lib.dataset.mvtec import import_mvtec
+from lib.defects import decisions
 from lib.defects import synthetic as syn
 from lib.extract import template_matching as tm
 
@@ -135,13 +136,13 @@ def test_synthetic_size_mismatch():
 def test_review_decisions_are_honoured(built):
     root, *_, synth, manifest = built
     sid = synth.synthetic_id.iloc[0]
-    assemble.write_review(root, {sid: "reject"})
+    decisions.write_review(root, {sid: "reject"})
     try:
         again = assemble.build_manifest(root)
         assert not again.image_id.str.endswith(sid).any()
         assert len(again) == len(manifest) - 1
     finally:
-        (root / assemble.REVIEW_FILE).unlink()
+        (root / decisions.REVIEW_FILE).unlink()
     assemble.build_manifest(root)
 
 

@@ -24,7 +24,7 @@ from lib.config import VIEWPOINTS, Profile
 from lib.dataset import manifest as mf
 from lib.dataset.splits import TRAIN_FRAMES_PER_UNDERBODY, assign_splits
 from lib.defects import synthetic as syn
-from lib.defects.decisions import REVIEW_FILE, read_review, write_review  # noqa: F401 - re-exported
+from lib.defects.decisions import read_review
 from lib.fileio import read_image, sha256_file, write_csv, write_image, write_json
 from lib.masking import write_roi_masks
 
