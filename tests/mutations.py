@@ -313,6 +313,47 @@ MUTATIONS = [
         "    if not others:  # e.g. --models patchcore: nothing to rank against\n",
         "    if False:\n",
     ),
+    # the helpers of the restructuring (tests/test_house.py, tests/test_layers.py)
+    Mutation(
+        "defect-panels-include-validation-images",
+        "defect panels take anomalous images of any split",
+        E,
+        'if t.label.iloc[i] == "anomalous" and t.split.iloc[i] == "test"][:n]',
+        'if t.label.iloc[i] == "anomalous"][:n]',
+        ["tests/test_house.py"],
+    ),
+    Mutation(
+        "batched-forward-drops-the-last-batch",
+        "batched predict leaves out a short last batch",
+        "lib/models/base.py",
+        "for i in range(0, len(images), batch_size):",
+        "for i in range(0, len(images) - batch_size + 1, batch_size):",
+        ["tests/test_house.py"],
+    ),
+    Mutation(
+        "efficientad-cells-without-the-stored-teacher",
+        "EfficientAD cell overrides forget the profile's teacher",
+        "lib/models/efficientad/__init__.py",
+        '"teacher_weights": str(teacher_path(data_root, base, profile.seed)),',
+        "",
+        ["tests/test_house.py"],
+    ),
+    Mutation(
+        "text-tables-read-empty-as-nan",
+        "formatted tables read back with pandas' NaN defaults",
+        "lib/evaluate/tables.py",
+        '_TEXT = {"keep_default_na": False}',
+        "_TEXT = {}",
+        ["tests/test_house.py"],
+    ),
+    Mutation(
+        "grid-branches-on-a-model-name",
+        "the grid names a model again",
+        "lib/grid.py",
+        "key=lambda c: -_cost(c.model))",
+        'key=lambda c: -_cost(c.model) - (c.model == "efficientad_m"))',
+        LAYER,
+    ),
     # the house's layers: an upward import and an import circle must fail the layer test
     Mutation(
         "upward-import-models-to-grid",
@@ -337,7 +378,7 @@ if len(BY_NAME) != len(MUTATIONS):
 
 
 def _copy(tmp: Path) -> None:
-    for part in ("lib", "tests"):
+    for part in ("lib", "tests", "notebooks"):
         shutil.copytree(REPO / part, tmp / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp / "pyproject.toml")
 
