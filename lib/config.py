@@ -121,6 +121,30 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """'AMD EPYC 9454 (2 cores; AVX-512, avx512_bf16, no AMX)': the CPU line every timing carries, from
+    ``/proc/cpuinfo`` (or the text given); machines of one core count differ by 1.5x in speed."""
+    import os
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    name = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), ""
+    )
+    flags = set(
+        next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+    )
+    units = ["AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")]
+    units += [f for f in ("avx512_bf16", "avx512_vnni") if f in flags]
+    units.append("AMX" if {"amx_bf16", "amx_tile"} <= flags else "no AMX")
+    cores = os.cpu_count() or 1
+    return f"{name or platform.processor() or platform.machine()} ({cores} cores; {', '.join(units)})"
+
+
 def resolve_profile_name(name: str) -> str:
     """``auto`` -> ``paper`` with CUDA, else ``quick``; other names are checked."""
     if name == "auto":

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from helpers import toy_images
 
+from lib.evaluate import bootstrap as B
 from lib.evaluate import evaluate as ev
 from lib.models import AnomalyModel, GaussianBaseline
 from lib.models.train import run_cell, timed_predict
@@ -65,7 +66,14 @@ def test_cell_to_tables_on_smoke_dataset(built, tmp_path):
         )
     metrics, images, broken, reps = ev.evaluate_store(root, results, manifest, progress=False, n_resamples=40)
     assert broken.empty
-    assert len(reps) == 2 * 4 and reps.columns[-1] == "b39"  # 2 cells x 4 headline metrics
+    assert reps.columns[-1] == "b39" and set(reps.subset) <= {"test", "test-real"}
+    test_reps = reps[reps.subset == "test"]
+    assert len(test_reps) == 2 * len(B.BOOTSTRAP_METRICS)  # 2 cells x 5 metrics
+    # per-image pixel counts at the oracle tau add up to the metrics table's pixel counts
+    px_rows = metrics[(metrics.subset == "test") & (metrics.level == "pixel") & (metrics.policy == "oracle")]
+    for r in px_rows.itertuples():
+        mine = images[(images.masked == r.masked) & (images.seed == r.seed)]
+        assert (mine.tp_px.sum(), mine.fp_px.sum(), mine.fn_px.sum()) == (r.tp, r.fp, r.fn)
     iv = ev.intervals(metrics, reps)
     assert (iv.ci_low <= iv.ci_high).all() and iv.n_seeds.eq(1).all()
     head = ev.headline_table(iv)

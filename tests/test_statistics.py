@@ -46,6 +46,7 @@ def test_pixel_bootstrap_equals_pixel_scores_on_the_repeated_images(ties):
     for b in range(len(w)):
         ref = M.PixelScores(_repeat(masks, w[b]), _repeat(maps, w[b]))
         assert got["auroc"][b] == pytest.approx(ref.auroc(), abs=1e-12)
+        assert got["aupr"][b] == pytest.approx(ref.aupr(), abs=1e-12)
         assert got["aupro"][b] == pytest.approx(ref.aupro(0.3), abs=1e-12)
 
 

@@ -10,6 +10,8 @@ from per-image statistics without building the copies:
 - image AU-PR: scikit-learn's step-wise average precision with weighted TP/FP counts;
 - pixel AUROC: for each defect pixel p and image j, the normal pixels of j strictly below / at or
   below p's score (``searchsorted`` once), then a weighted sum per resample (one matrix product);
+- pixel AU-PR: also the defect pixels of each image at or above p's score, so each defect pixel's
+  precision under a resample is a ratio of two weighted sums (scikit-learn's step-wise AP);
 - pixel AUPRO: the same counts give each defect pixel's FPR step [a_p, b_p] under the resample's
   weights; the area is ``PixelScores.aupro``'s per-pixel ramp with region weights w_i / (size * R(w)).
 
@@ -25,7 +27,13 @@ import pandas as pd
 from lib.evaluate import metrics as M
 
 #: headline metrics that get an interval: (level, metric)
-BOOTSTRAP_METRICS = (("image", "auroc"), ("image", "aupr"), ("pixel", "auroc"), ("pixel", "aupro"))
+BOOTSTRAP_METRICS = (
+    ("image", "auroc"),
+    ("image", "aupr"),
+    ("pixel", "auroc"),
+    ("pixel", "aupr"),
+    ("pixel", "aupro"),
+)
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 2024
 
@@ -103,7 +111,7 @@ class PixelBootstrap:
         self.n_normal = np.zeros(n, np.float64)  # normal pixels per image
         self.n_defect = np.zeros(n, np.float64)
         self.n_regions = np.zeros(n, np.float64)
-        pos, owner, inv_size, negs = [], [], [], []
+        pos, owner, inv_size, negs, defs = [], [], [], [], []
         for i, (name, m, a) in enumerate(zip(ids, masks, maps, strict=True)):
             m, a = np.asarray(m), np.asarray(a)
             if m.shape != a.shape:
@@ -122,6 +130,7 @@ class PixelBootstrap:
                 sizes = np.bincount(labels[g] - 1, minlength=count - 1).astype(np.float64)
                 self.n_regions[i] = count - 1
                 pos.append(a[g].astype(dtype, copy=False))
+                defs.append((i, np.sort(pos[-1])))
                 owner.append(np.full(k, i))
                 inv_size.append(1.0 / sizes[labels[g] - 1])
         self.pos = np.concatenate(pos) if pos else np.zeros(0, dtype)
@@ -132,14 +141,17 @@ class PixelBootstrap:
         for j, neg in enumerate(negs):
             self.below[:, j] = np.searchsorted(neg, self.pos, side="left")
             self.at_or_below[:, j] = np.searchsorted(neg, self.pos, side="right")
+        self.defect_at_or_above = np.zeros((len(self.pos), n), np.float64)
+        for j, d in defs:
+            self.defect_at_or_above[:, j] = len(d) - np.searchsorted(d, self.pos, side="left")
 
     def metrics(self, weights, fpr_limit: float = 0.3, chunk: int = 128) -> dict:
-        """{'auroc': (B,), 'aupro': (B,)} for each row of ``weights`` (B, n_images)."""
+        """{'auroc': (B,), 'aupr': (B,), 'aupro': (B,)} for each row of ``weights`` (B, n_images)."""
         w = np.atleast_2d(np.asarray(weights, np.float64))
         if w.shape[1] != self.n_images:
             raise ValueError(f"weights have {w.shape[1]} columns for {self.n_images} images")
         L = fpr_limit
-        auroc, aupro = np.full(len(w), np.nan), np.full(len(w), np.nan)
+        auroc, aupr, aupro = np.full(len(w), np.nan), np.full(len(w), np.nan), np.full(len(w), np.nan)
         for b0 in range(0, len(w), chunk):
             wb = w[b0 : b0 + chunk]  # (b, n)
             n_neg = wb @ self.n_normal
@@ -152,6 +164,11 @@ class PixelBootstrap:
             with np.errstate(invalid="ignore", divide="ignore"):
                 num = (w_pix * (below + at_or_below)).sum(0)
                 auroc[b0 : b0 + chunk] = np.where(ok_auc, num / (2.0 * n_pos * n_neg), np.nan)
+                tp = self.defect_at_or_above @ wb.T  # weighted defect pixels at or above each one's score
+                fp = n_neg[None, :] - below  # weighted normal pixels at or above it
+                precision = tp / np.where(tp + fp > 0, tp + fp, 1.0)
+                ap = (w_pix * precision).sum(0) / np.where(n_pos > 0, n_pos, 1.0)
+                aupr[b0 : b0 + chunk] = np.where(n_pos > 0, ap, np.nan)
                 a = (n_neg - at_or_below) / n_neg
                 bb = (n_neg - below) / n_neg
                 ramp = bb - a
@@ -164,7 +181,7 @@ class PixelBootstrap:
                 aupro[b0 : b0 + chunk] = np.where(
                     (regions > 0) & (n_neg > 0), np.clip(area, 0.0, 1.0), np.nan
                 )
-        return {"auroc": auroc, "aupro": aupro}
+        return {"auroc": auroc, "aupr": aupr, "aupro": aupro}
 
 
 def replicates(table: pd.DataFrame, maps, masks, weights) -> dict:
@@ -177,6 +194,7 @@ def replicates(table: pd.DataFrame, maps, masks, weights) -> dict:
         ("image", "auroc"): image_auroc(y, s, weights),
         ("image", "aupr"): image_aupr(y, s, weights),
         ("pixel", "auroc"): px["auroc"],
+        ("pixel", "aupr"): px["aupr"],
         ("pixel", "aupro"): px["aupro"],
     }
 

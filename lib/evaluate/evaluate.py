@@ -165,7 +165,8 @@ def evaluate_outputs(cell: Cell, out: dict) -> pd.DataFrame:
 
 def per_image(cell: Cell, out: dict, thresholds: dict, tau_px: float) -> pd.DataFrame:
     """Per test image: the image decision at each image threshold (``pred_<policy>``, e.g. the paper's
-    oracle tau* and the val-calibrated one) and pixel IoU at the oracle tau (for FN bins, FP shares)."""
+    oracle tau* and the val-calibrated one), pixel IoU and the pixel TP/FP/FN counts at the oracle tau
+    (for FN bins, FP shares and count intervals)."""
     t = out["table"]
     rows = []
     for i, r in enumerate(t.itertuples(index=False)):
@@ -174,6 +175,7 @@ def per_image(cell: Cell, out: dict, thresholds: dict, tau_px: float) -> pd.Data
         pred = M.at_or_above(out["maps"][i], tau_px)
         gt = out["masks"][i] > 0
         inter, union = int((pred & gt).sum()), int((pred | gt).sum())
+        fp_px, fn_px = int((pred & ~gt).sum()), int((gt & ~pred).sum())
         rows.append(
             {
                 "image_id": r.image_id,
@@ -186,6 +188,9 @@ def per_image(cell: Cell, out: dict, thresholds: dict, tau_px: float) -> pd.Data
                 "score": float(r.score),
                 **{f"pred_{k.replace('-', '_')}": bool(r.score >= v) for k, v in thresholds.items()},
                 "pixel_iou": inter / union if union else float("nan"),
+                "tp_px": inter,
+                "fp_px": fp_px,
+                "fn_px": fn_px,
                 "model": cell.model,
                 "masked": cell.masked,
                 "seed": cell.seed,
@@ -195,27 +200,60 @@ def per_image(cell: Cell, out: dict, thresholds: dict, tau_px: float) -> pd.Data
 
 
 def underbody_resamples(manifest: pd.DataFrame, viewpoint: str, n_resamples: int, seed: int = B.DEFAULT_SEED):
-    """(test image ids in a fixed order, (n_resamples, n) counts): underbodies resampled within
-    normal/defective, the same for every cell of the viewpoint (so replicates pair across cells)."""
-    sel = manifest[(manifest.viewpoint == viewpoint) & (manifest.split == "test")].sort_values("image_id")
-    view_seed = [int(seed), *(ord(c) for c in viewpoint)]
-    counts = B.resample_counts(sel.underbody_id.to_numpy(), sel.label.to_numpy(), n_resamples, view_seed)
-    return sel.image_id.to_numpy(), counts
+    """(test image ids of ``viewpoint`` in a fixed order, (n_resamples, n) counts): one viewpoint's
+    share of ``cluster_resamples`` (the same draws for every cell, so replicates pair across cells)."""
+    return cluster_resamples(manifest, n_resamples, seed)[viewpoint]
+
+
+def cluster_resamples(manifest: pd.DataFrame, n_resamples: int, seed: int = B.DEFAULT_SEED) -> dict:
+    """{viewpoint: (test image ids, (n_resamples, n) counts)} from ONE draw of test underbodies for all
+    viewpoints (cluster = underbody): an underbody seen in two views is drawn, or not, in both, so a
+    number pooled over views gets an honest interval. Strata: an underbody's label in each view
+    (normal / anomalous / absent), so every view keeps its numbers of normal and defective underbodies."""
+    test = manifest[manifest.split == "test"].sort_values(["viewpoint", "image_id"])
+    if test.empty:
+        raise ValueError("the manifest has no test images to resample")
+    pattern = (
+        test.pivot_table(index="underbody_id", columns="viewpoint", values="label", aggfunc="max")
+        .fillna("absent")
+        .astype(str)
+        .agg("/".join, axis=1)
+    )
+    counts = B.resample_counts(
+        test.underbody_id.to_numpy(), pattern.loc[test.underbody_id].to_numpy(), n_resamples, int(seed)
+    )
+    views = test.viewpoint.to_numpy()
+    return {
+        v: (test.image_id.to_numpy()[views == v], counts[:, views == v]) for v in sorted(set(views.tolist()))
+    }
+
+
+#: subsets that get bootstrap replicates (Tables 4/6 and 5/7)
+REPLICATE_SUBSETS = ("test", "test-real")
 
 
 def cell_replicates(cell: Cell, out: dict, ids, counts) -> dict:
-    """Bootstrap replicates of the headline metrics for one cell's test images."""
+    """{(subset, level, metric): (B,) replicates} of the headline metrics for one cell's test images
+    (``ids``, in the order of the columns of ``counts``), on every subset of ``REPLICATE_SUBSETS``."""
     t = out["table"]
     pos = pd.Series(np.arange(len(t)), index=t.image_id)[list(ids)].to_numpy()
-    try:
-        return B.replicates(
-            t.iloc[pos].reset_index(drop=True),
-            [out["maps"][i] for i in pos],
-            [out["masks"][i] for i in pos],
-            counts,
-        )
-    except ValueError as exc:
-        raise ValueError(f"cell {cell.key}: {exc}") from None
+    sub = t.iloc[pos].reset_index(drop=True)
+    result = {}
+    for name in REPLICATE_SUBSETS:
+        keep = np.flatnonzero(_subset(sub.assign(split="test"), name))
+        if not (sub.label.iloc[keep] == "anomalous").any():
+            continue
+        try:
+            reps = B.replicates(
+                sub.iloc[keep].reset_index(drop=True),
+                [out["maps"][pos[i]] for i in keep],
+                [out["masks"][pos[i]] for i in keep],
+                counts[:, keep],
+            )
+        except ValueError as exc:
+            raise ValueError(f"cell {cell.key}: {exc}") from None
+        result.update({(name, *k): v for k, v in reps.items()})
+    return result
 
 
 class Evaluation(NamedTuple):
@@ -227,7 +265,7 @@ class Evaluation(NamedTuple):
     replicates: pd.DataFrame  # bootstrap replicates: one row per cell and metric, columns b0..b{n-1}
 
 
-REPLICATE_KEYS = ["model", "masked", "seed", "viewpoint", "level", "metric"]
+REPLICATE_KEYS = ["model", "masked", "seed", "viewpoint", "subset", "level", "metric"]
 
 
 def evaluate_store(
@@ -243,8 +281,8 @@ def evaluate_store(
 
     A cell whose stored results are missing, truncated, inconsistent, incomplete or non-finite
     is reported in ``broken`` (cell, error) and skipped; the others are evaluated. Replicates
-    resample the test underbodies of each viewpoint ``n_resamples`` times (0: none), with the same
-    draws for every cell of a viewpoint.
+    resample the test underbodies ``n_resamples`` times (0: none) jointly across viewpoints
+    (``cluster_resamples``), with the same draws for every cell.
     """
     from tqdm.auto import tqdm
 
@@ -252,16 +290,12 @@ def evaluate_store(
 
     cells = list_cells(store_root) if cells is None else cells
     metric_rows, image_rows, rep_rows, broken = [], [], [], []
-    draws = {}
+    draws = cluster_resamples(manifest, n_resamples, bootstrap_seed) if n_resamples else {}
     for cell in tqdm(cells, desc="evaluating", disable=not progress):
         try:
             out = load_outputs(data_root, store_root, cell, manifest)
             m = evaluate_outputs(cell, out)
             if n_resamples:
-                if cell.viewpoint not in draws:
-                    draws[cell.viewpoint] = underbody_resamples(
-                        manifest, cell.viewpoint, n_resamples, bootstrap_seed
-                    )
                 reps = cell_replicates(cell, out, *draws[cell.viewpoint])
         except (StoreError, ValueError, OSError) as exc:
             broken.append({"cell": cell.key, "error": f"{type(exc).__name__}: {exc}"})
@@ -279,9 +313,15 @@ def evaluate_store(
         image_rows.append(per_image(cell, out, thresholds, tau))
         if n_resamples:
             key = {"model": cell.model, "masked": cell.masked, "seed": cell.seed, "viewpoint": cell.viewpoint}
-            for (level, metric), values in reps.items():
+            for (subset, level, metric), values in reps.items():
                 rep_rows.append(
-                    {**key, "level": level, "metric": metric, **{f"b{i}": v for i, v in enumerate(values)}}
+                    {
+                        **key,
+                        "subset": subset,
+                        "level": level,
+                        "metric": metric,
+                        **{f"b{i}": v for i, v in enumerate(values)},
+                    }
                 )
     metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame()
     images = pd.concat(image_rows, ignore_index=True) if image_rows else pd.DataFrame()
@@ -379,6 +419,8 @@ def intervals(metrics: pd.DataFrame, replicates: pd.DataFrame, subset: str = "te
     rows = []
     base = metrics[(metrics.subset == subset) & (metrics.policy == "oracle")]
     bcols = [c for c in replicates.columns if c.startswith("b") and c[1:].isdigit()]
+    if "subset" in replicates:
+        replicates = replicates[replicates.subset == subset]
     for (model, masked, view, level, metric), g in replicates.groupby(
         ["model", "masked", "viewpoint", "level", "metric"], sort=True
     ):

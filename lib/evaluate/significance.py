@@ -183,3 +183,40 @@ def t_test_families(
     if len(out):
         out.insert(1, "test", "paired t over seeds")
     return out
+
+
+def pair_tests(images: pd.DataFrame, metrics: pd.DataFrame, pairs, alpha: float = ALPHA) -> pd.DataFrame:
+    """Image-AUROC tests of chosen pairs of variant labels (e.g. ('patchcore†', 'memseg')) in every
+    viewpoint, BH within each viewpoint: the paper's paired t over seeds when every pair has >= 3
+    seeds, else DeLong on the first seed's test images. Columns: viewpoint, a, b, diff, p, p_bh,
+    significant, source."""
+    pairs = list(pairs)
+    seeds = sorted(images.seed.unique()) if len(images) else []
+    rows = []
+    if len(seeds) >= MIN_SEEDS_FOR_T:
+        sel = metrics[(metrics.subset == "test") & (metrics.level == "image") & (metrics.policy == "oracle")]
+        sel = sel.assign(variant=[label_of(m, k) for m, k in zip(sel.model, sel.masked, strict=True)])
+        for view, g in sel.groupby("viewpoint", sort=True):
+            wide = g.pivot_table(index="seed", columns="variant", values="auroc", aggfunc="first")
+            fam = []
+            for a, b in pairs:
+                if a in wide and b in wide:
+                    fam.append({"viewpoint": view, "a": a, "b": b, **paired_t(wide[a], wide[b])})
+            rows += _bh(fam, alpha)
+        source = f"paired t over {len(seeds)} seeds"
+    else:
+        first = images[images.seed == seeds[0]] if seeds else images
+        first = first.assign(variant=[label_of(m, k) for m, k in zip(first.model, first.masked, strict=True)])
+        for view, g in first.groupby("viewpoint", sort=True):
+            wide = g.pivot_table(index="image_id", columns="variant", values="score", aggfunc="first")
+            y = g.drop_duplicates("image_id").set_index("image_id").label.reindex(wide.index) == "anomalous"
+            fam = []
+            for a, b in pairs:
+                if a in wide and b in wide:
+                    fam.append({"viewpoint": view, "a": a, "b": b, **_delong_or_note(y, wide[a], wide[b])})
+            rows += _bh(fam, alpha)
+        source = f"DeLong, seed {seeds[0]}" if seeds else "DeLong"
+    cols = ["viewpoint", "a", "b", "diff", "p", "p_bh", "significant"]
+    out = pd.DataFrame(rows)
+    out = out[cols] if len(out) else pd.DataFrame(columns=cols)
+    return out.assign(source=source)

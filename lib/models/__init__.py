@@ -20,6 +20,7 @@ __all__ = [
     "MemSeg",
     "PatchCore",
     "SimpleNet",
+    "budget_line",
     "make_model",
     "table3_deviations",
     "model_config",
@@ -62,3 +63,22 @@ def table3_deviations(profile, models=None) -> list[dict]:
             if value != default:
                 rows.append({"model": name, "setting": key, "Table 3": default, profile.name: value})
     return rows
+
+
+#: settings that measure a training budget, in the order a budget is told
+BUDGET_SETTINGS = ("iterations", "meta_epochs", "gan_epochs")
+
+
+def budget_line(name: str, profile=None) -> str:
+    """'112×64, 40 / 70,000 iterations': a model's input size and its training budget against Table 3's
+    (the config's defaults), for every claim that rests on it."""
+    cfg, paper = model_config(name, profile), REGISTRY[name].config_class()
+    size = "×".join(map(str, cfg.input_size))
+    paper_size = "×".join(map(str, paper.input_size))
+    parts = [size if size == paper_size else f"{size} (Table 3: {paper_size})"]
+    for key in BUDGET_SETTINGS:
+        if hasattr(cfg, key):
+            parts.append(f"{getattr(cfg, key):,} / {getattr(paper, key):,} {key.replace('_', ' ')}")
+    if len(parts) == 1:
+        parts.append("no gradient training")
+    return ", ".join(parts)
