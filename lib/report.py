@@ -94,13 +94,11 @@ def time_breakdown(results: list[dict], shared: list[dict] = (), workers: int = 
 
 def run_summary(results: list[dict], seconds: float, executor: str, skipped: int = 0) -> str:
     """One line saying how long this invocation took, on what, and what it ran."""
-    import os
-    import platform
+    from lib.config import cpu_description
 
     failed = sum(1 for r in results if r["error"])
     return (
-        f"Wall time of this run: {seconds / 60:.1f} min on {os.cpu_count()} CPU core(s) "
-        f"({platform.processor() or platform.machine()}), executor `{executor}`; "
+        f"Wall time of this run: {seconds / 60:.1f} min on {cpu_description()}, executor `{executor}`; "
         f"{len(results)} notebooks/cells executed, {skipped} grid cells already done and skipped, "
         f"{failed} failed."
     )
@@ -122,19 +120,23 @@ th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-alig
 th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
 .summary{background:#f3f5f7;padding:.6rem .8rem;border-radius:6px}
 .reproduced{background:#dff5e1!important}.contradicted{background:#fde2e1!important}
-.inconclusive{background:#fff6d6!important}
+.inconclusive{background:#fff6d6!important}.not-decidable-here{background:#eceff3!important;color:#555}
+.not-run-in-this-profile{background:#f7f7f7!important;color:#888}.no{background:#fde2e1!important}
+.doubtful{background:#fff6d6!important}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
 .failed{color:#b00020}
 """
 
 
-def _html_table(df, verdict_col: str | None = None) -> str:
+def _html_table(df, verdict_col: str | tuple | None = None) -> str:
+    """A plain table; the cells of ``verdict_col`` (a column or several) carry their value as a CSS class."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    marked = (verdict_col,) if isinstance(verdict_col, str) else tuple(verdict_col or ())
     body = []
     for row in df.itertuples(index=False):
         cells = []
         for col, v in zip(df.columns, row, strict=True):
-            cls = f" class='{html.escape(str(v))}'" if col == verdict_col else ""
+            cls = f" class='{html.escape(str(v).replace(' ', '-'))}'" if col in marked else ""
             cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -170,8 +172,11 @@ def _results_sections(data_root, claims, table) -> list[str]:
     if claims is not None:
         parts.append(
             "<h2>Claims of the paper, tested on this run</h2><p>Verdict rules and the tests behind each "
-            "p-value: notebook 09. Numbers are this profile's (simulated line), not the paper's.</p>"
-            + _html_table(claims, verdict_col="verdict")
+            "p-value: notebook 09. Numbers are this profile's (simulated line), not the paper's; "
+            "<i>models</i> gives each model's input size and training budget against Table 3, "
+            "<i>paper_consistent</i> whether the paper's own tables support the sentence.</p>"
+            + (f"<p>{html.escape(claims_counts(claims))}</p>" if "paper_consistent" in claims else "")
+            + _html_table(claims, verdict_col=("verdict", "paper_consistent"))
         )
     if table is not None:
         parts.append(
@@ -228,11 +233,29 @@ def _run_sections(out_dir: Path, results: list[dict], breakdown) -> list[str]:
     return parts
 
 
+#: the claims table's columns in the README (the index has them all)
+CLAIM_SUMMARY_COLUMNS = ["section", "claim", "paper", "verdict", "paper_consistent"]
+
+
+def claims_counts(claims) -> str:
+    """'Verdicts: 3 reproduced, 20 not decidable here, ...; the paper's own tables: 22 yes, 5 no, ...'."""
+
+    def counts(col):
+        return ", ".join(f"{n} {k}" for k, n in claims[col].value_counts().items())
+
+    return f"Verdicts: {counts('verdict')}. The paper's own tables support the sentence: {counts('paper_consistent')}."
+
+
 def _results_markdown(title: str, table, claims, summary: str) -> str:
     md = [f"Results of the `{title}` run (test split, threshold-free, value [95% bootstrap interval]):"]
     md.append(markdown_table(table))
     if claims is not None:
-        md += ["Claims of the paper tested on this run (notebook 09):", markdown_table(claims)]
+        cols = [c for c in CLAIM_SUMMARY_COLUMNS if c in claims.columns]
+        md += [
+            "Claims of the paper tested on this run (notebook 09; the index adds our numbers, evidence and "
+            f"reasons). {claims_counts(claims) if 'paper_consistent' in claims.columns else ''}",
+            markdown_table(claims[cols]),
+        ]
     if summary:
         md.append(summary)
     return "\n\n".join(md) + "\n"

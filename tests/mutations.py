@@ -25,7 +25,12 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_metrics.py", "tests/test_statistics.py", "tests/test_claims.py", "tests/test_store.py"]
 M, S, E = "lib/evaluate/metrics.py", "lib/store.py", "lib/evaluate/evaluate.py"
-BO, SG, CL = "lib/evaluate/bootstrap.py", "lib/evaluate/significance.py", "lib/evaluate/claims.py"
+BO, SG = "lib/evaluate/bootstrap.py", "lib/evaluate/significance.py"
+CV, CE, CC = (
+    "lib/evaluate/claims/verdicts.py",
+    "lib/evaluate/claims/evidence.py",
+    "lib/evaluate/claims/catalogue.py",
+)
 AL, SE, IN = "lib/inspection/alerts.py", "lib/inspection/segment.py", "lib/inspection/inspector.py"
 EV, FE = "lib/inspection/evaluate.py", "lib/models/features.py"
 PD = "lib/models/efficientad/torch_model.py"
@@ -207,16 +212,16 @@ MUTATIONS = [
     Mutation(
         "size-verdict-ignores-zero",
         "size verdict ignores zero",
-        CL,
+        CV,
         "return REPRODUCED if (hi < 0 or lo > 0) else INCONCLUSIVE",
         "return REPRODUCED",
     ),
     Mutation(
         "masking-change-with-the-sign-flipped",
         "masking change with the sign flipped",
-        CL,
-        "100.0 * (m0 - r0) / r0",
-        "100.0 * (r0 - m0) / r0",
+        CE,
+        "100.0 * (masked - raw) / np.where(raw > 0, raw, 1)",
+        "100.0 * (raw - masked) / np.where(raw > 0, raw, 1)",
     ),
     Mutation(
         "ewma-limit-without-the-square-root",
@@ -309,9 +314,87 @@ MUTATIONS = [
     Mutation(
         "ranking-claim-without-runner-up-guard",
         "a ranking claim assumes a runner-up exists (one-model runs crash)",
-        CL,
-        "    if not others:  # e.g. --models patchcore: nothing to rank against\n",
-        "    if False:\n",
+        CV,
+        "    if not present or not others:",
+        "    if not present:",
+    ),
+    # the claims of issue 22 (tests/test_claims.py)
+    Mutation(
+        "count-change-from-one-seed-not-pooled",
+        "masking change from the last seed's counts, not counts pooled over seeds",
+        CE,
+        "acc[key] = [point + float(ind.sum()), reps + (weights @ ind if n_b else 0.0)]",
+        "acc[key] = [float(ind.sum()), weights @ ind if n_b else 0.0]",
+    ),
+    Mutation(
+        "count-rising-from-zero-dropped",
+        "a count rising from zero becomes NaN (dropped) instead of +inf",
+        CE,
+        "np.where(masked > 0, np.inf, 0.0)",
+        "np.where(masked > 0, np.nan, 0.0)",
+    ),
+    Mutation(
+        "undefined-resamples-not-counted",
+        "undefined resamples silently dropped from the interval",
+        CE,
+        "undefined = float(np.isnan(v).mean())",
+        "undefined = 0.0",
+    ),
+    Mutation(
+        "views-resampled-independently",
+        "an underbody drawn separately in each view (no cluster bootstrap)",
+        E,
+        "test.underbody_id.to_numpy(), pattern.loc[test.underbody_id].to_numpy()",
+        "(test.viewpoint + test.underbody_id).to_numpy(), pattern.loc[test.underbody_id].to_numpy()",
+    ),
+    Mutation(
+        "chance-rule-off",
+        "a verdict may rest on a variant at chance",
+        CC,
+        'at_chance = [r for r in (E.chance(lb) for lb in out["rests_on"]) if r]',
+        "at_chance = []",
+    ),
+    Mutation(
+        "chance-only-on-the-view-average",
+        "a variant blind in one viewpoint counts as working",
+        CE,
+        'for view, reps in r[r.metric == "auroc"]',
+        'for view, reps in r[r.metric == "none"]',
+    ),
+    Mutation(
+        "models-not-run-still-judged",
+        "a claim naming a model this run lacks is judged anyway",
+        CC,
+        "if (absent and c.needs_all) or (c.models and not run) or not E.labels:",
+        "if not E.labels:",
+    ),
+    Mutation(
+        "superiority-within-one-condition",
+        "PatchCore† compared with masked models only (the old misreading)",
+        CC,
+        "pairs = [(pc, lb) for lb in E.labels if lb != pc]",
+        'pairs = [(pc, lb) for lb in E.labels if lb != pc and lb.endswith("†")]',
+    ),
+    Mutation(
+        "pixel-auroc-lead-accepts-patchcore-masked",
+        "7.2's pixel AUROC/AUPRO lead accepts PatchCore† (the paper: raw PatchCore)",
+        CC,
+        '        ("auroc", "aupro"),\n        ("patchcore",),',
+        '        ("auroc", "aupro"),\n        ("patchcore", "patchcore†"),',
+    ),
+    Mutation(
+        "paper-check-masking-reversed",
+        "the paper's own Table 4 read with the masking direction reversed",
+        CC,
+        'if vals[m + "†"] <= vals[m]:',
+        'if vals[m + "†"] >= vals[m]:',
+    ),
+    Mutation(
+        "bootstrap-pixel-aupr-ties-counted-below",
+        "bootstrap pixel AU-PR: normal pixels tied with a defect pixel not counted as FP",
+        BO,
+        "fp = n_neg[None, :] - below",
+        "fp = n_neg[None, :] - at_or_below",
     ),
     # the helpers of the restructuring (tests/test_house.py, tests/test_layers.py)
     Mutation(

@@ -91,7 +91,8 @@ def _world(gains: dict, seed=0, seeds=(0,), pixel_fp=None):
         for v, s_ in itertools.product(VIEWS, seeds):
             g = man[man.viewpoint == v].set_index("image_id").loc[draws[v][0]].reset_index()
             y = (g.label == "anomalous").to_numpy()
-            s = rng.normal(size=len(g)) + gain * y
+            view_gain = gain[VIEWS.index(v)] if isinstance(gain, tuple) else gain  # per view, or one
+            s = rng.normal(size=len(g)) + view_gain * y
             t = M.best_f1_threshold(y, s)
             fp_px = np.where(y, 10, 5) * (pixel_fp or 1)
             g = g.assign(
@@ -188,6 +189,10 @@ def test_a_model_at_chance_decides_nothing():
         assert "PatchCore 0." in claims.reason[cid] and "chance" in claims.reason[cid], cid
     # a claim that does not rest on raw PatchCore is still decided
     assert claims.verdict["8.2-efficientad-m"] == C.CONTRADICTED
+    # blind in one view only: still at chance for claims made "in every view"
+    E2, c2 = _claims({**WORKING, ("patchcore", False): (3.0, 0.0)})
+    assert "PatchCore in back" in E2.chance("patchcore")
+    assert c2.verdict["T4-superiority"] == C.NOT_DECIDABLE
 
 
 def test_claims_of_models_not_run_say_so_and_one_model_runs_to_the_end():

@@ -63,10 +63,30 @@ def test_table3_deviations_list_what_a_profile_changes_and_nothing_else():
     from lib.models import table3_deviations
 
     assert table3_deviations(load_profile("paper")) == []  # paper: Table 3, plumbing fields ignored
-    quick = load_profile("quick")
+    quick = config.load_profile("quick")
     rows = {(r["model"], r["setting"]): r for r in table3_deviations(quick)}
     assert rows[("patchcore", "input_size")]["Table 3"] == (848, 480)
     assert rows[("patchcore", "input_size")]["quick"] == tuple(quick.models["patchcore"]["input_size"])
     assert not any(m == "baseline" for m, _ in rows)  # not a paper model
     same = dataclasses.replace(quick, models={"memseg": {"iterations": 15000, "device": "cpu"}})
     assert table3_deviations(same) == []  # equal to Table 3, and device is not a Table 3 setting
+
+
+def test_cpu_description_names_the_matrix_units():
+    from lib.config import cpu_description
+
+    amx = "model name\t: Intel Xeon 8480\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    d = cpu_description(amx)
+    assert d.startswith("Intel Xeon 8480 (") and "AVX-512, avx512_bf16" in d and "no AMX" not in d
+    assert d.endswith("AMX)")
+    plain = cpu_description("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
+    assert "AVX2" in plain and "no AMX" in plain and "avx512" not in plain
+
+
+def test_budget_line_sets_a_profile_against_table_3():
+    from lib.models import budget_line
+
+    quick = config.load_profile("quick")
+    assert budget_line("efficientad_m", quick).startswith("112×64 (Table 3: 256×256), 40 / 70,000 iterations")
+    assert budget_line("patchcore", quick) == "212×120 (Table 3: 848×480), no gradient training"
+    assert budget_line("memseg") == "256×256, 15,000 / 15,000 iterations"  # Table 3 itself

@@ -143,7 +143,7 @@ def test_nothing_outside_a_model_folder_names_a_model():
         rel = p.relative_to(LIB.parent).as_posix()
         if rel in allowed or any(rel.startswith(f"lib/models/{n}/") for n in names):
             continue
-        if rel == "lib/evaluate/claims.py":
+        if rel.startswith("lib/evaluate/claims/"):
             continue  # the paper's claims are about named models
         for node in ast.walk(ast.parse(p.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lib.models."):

@@ -1,10 +1,13 @@
 """Papermill smoke run of the whole notebook chain on the smoke profile."""
 
+import shutil
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
+from lib.evaluate import claims as C
 from lib.models import GRID_MODELS as ALL_MODELS
 from lib.notebooks import list_notebooks
 from lib.workbook import run_workbook
@@ -42,6 +45,18 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
     for table in ("headline", "claims", "intervals", "bootstrap", "tests_delong", "inspection_accuracy"):
         assert (data / "tables" / f"{table}.csv").is_file(), table
     assert (tmp_path / "data" / "data_manifest.csv").is_file()
+    claims = pd.read_csv(data / "tables" / "claims.csv", keep_default_na=False)
+    assert set(claims.verdict) <= set(C.VERDICTS) and len(claims) == len(C.CLAIMS)
+    # a run restricted to one model (`--models patchcore`) runs 08-10 to the end; claims naming others say so
+    one = tmp_path / "one_model"
+    shutil.copytree(data, one)
+    for d in (one / "results").iterdir():
+        if d.name != "patchcore":
+            shutil.rmtree(d)
+    books = run_workbook("smoke", one, tmp_path / "runs_one", only=["08", "09", "10"], progress=False)
+    assert [r["error"] for r in books] == [None] * 3, books
+    one_claims = pd.read_csv(one / "tables" / "claims.csv", keep_default_na=False).set_index("id")
+    assert one_claims.verdict["T6-memseg"] == C.NOT_RUN and one_claims.verdict["T4-equivalence"] == C.NOT_RUN
     # a second run re-runs the stages but no grid cell: every cell's DONE matches its identity
     # (manifest rows, ROI masks, resolved config incl. EfficientAD's stored teacher, version)
     again = run_workbook(

@@ -55,11 +55,17 @@ def _data_root(tmp_path):
     ).to_csv(root / "tables" / "headline.csv", index=False)
     pd.DataFrame(
         {
-            "claim": ["Masking (†) improves every model's image AUROC in every viewpoint (7.1, Table 4)"],
-            "paper": ["every masked variant above its raw one"],
-            "ours": ["1 of 1 pairs higher"],
-            "evidence": ["p_BH 0.01-0.01 (DeLong, seed 0)"],
-            "verdict": ["reproduced"],
+            "id": ["T4-masking", "T8-speed"],
+            "section": ["7.1", "7.3"],
+            "claim": ["every masked variant outperforms its raw counterpart", "EfficientAD-S is fastest"],
+            "paper": ["Table 4", "0.09 s"],
+            "ours": ["1 of 1 pairs higher", "5 ms"],
+            "evidence": ["95% CI [0.1, 0.2]", "order as the paper's"],
+            "verdict": ["reproduced", "not decidable here"],
+            "reason": ["", "timed on a CPU"],
+            "models": ["PatchCore 212×120 (Table 3: 848×480), no gradient training", ""],
+            "paper_consistent": ["no", "yes"],
+            "paper_check": ["Table 4: MemSeg auroc 92.7 -> 90.1", "Table 8"],
         }
     ).to_csv(root / "tables" / "claims.csv", index=False)
     fig = plots.interval_plot(
@@ -106,8 +112,10 @@ def test_index_holds_claims_headline_figures_and_links(tmp_path):
     p = Tables()
     p.feed(page)
     assert "Claims of the paper, tested on this run" in p.h2 and "Headline results" in p.h2
-    claims = next(t for t in p.tables if t[0][:2] == ["claim", "paper"])
-    assert claims[1][-1] == "reproduced" and "class='reproduced'" in page
+    claims = next(t for t in p.tables if t[0][:3] == ["id", "section", "claim"])
+    assert claims[1][6] == "reproduced" and "class='reproduced'" in page
+    assert "class='not-decidable-here'" in page and "class='no'" in page  # one CSS class per verdict
+    assert "Verdicts: 1 reproduced, 1 not decidable here." in page
     head = next(t for t in p.tables if t[0][0] == "model († = masked)")
     assert head[2] == ["patchcore†", "0.950 [0.900, 0.990]"]
     assert len(p.imgs) == 1 and p.imgs[0].startswith(
@@ -116,7 +124,9 @@ def test_index_holds_claims_headline_figures_and_links(tmp_path):
     assert "href='08_evaluate.report.html'" in page and "href='08_evaluate.html'" in page
     assert "boom" in page and "href='w.log'" in page
     md = (runs / "results.md").read_text()
-    assert "| patchcore† | 0.950 [0.900, 0.990] |" in md and "| reproduced |" in md
+    assert "| patchcore† | 0.950 [0.900, 0.990] |" in md
+    assert "| 7.1 | every masked variant outperforms its raw counterpart | Table 4 | reproduced | no |" in md
+    assert "timed on a CPU" not in md  # the README gets the short table; the index has every column
 
 
 def test_report_render_has_no_code(tmp_path):

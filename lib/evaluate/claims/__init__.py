@@ -19,8 +19,9 @@ appears in the per-model tables of notebooks 08-09 and in no pooled number, test
 Verdict rules, applied in this order:
 1. **not run in this profile**: the claim names a model this run did not train.
 2. **not decidable here**, with its reason, when
-   (a) the verdict rests on a variant whose view-averaged image-AUROC 95% interval contains 0.5
-       (a model at chance flags images by its threshold rule, not by what it sees);
+   (a) the verdict rests on a variant whose image-AUROC 95% interval contains 0.5, on the view
+       average or in any viewpoint (a model at chance flags images by its threshold rule, not by
+       what it sees);
    (b) a speed claim was timed on other hardware or at input sizes other than Table 3's;
    (c) more than ``UNDEFINED_LIMIT`` of the resamples leave the number undefined (a zero
        denominator), or the point estimate falls outside its own interval;

@@ -807,7 +807,9 @@ def claims_table(evidence: Evidence, paper_tables: pd.DataFrame | None = None, c
                 at_chance = [r for r in (E.chance(lb) for lb in out["rests_on"]) if r]
                 if at_chance:
                     out.update(
-                        verdict=NOT_DECIDABLE, reason="rests on variants at chance (image-AUROC interval holds 0.5): " + "; ".join(at_chance)
+                        verdict=NOT_DECIDABLE,
+                        reason="rests on variants at chance (image-AUROC interval holds 0.5): "
+                        + "; ".join(at_chance),
                     )
                 elif not E.n_resamples:
                     out.update(verdict=NOT_DECIDABLE, reason="no bootstrap intervals (n_resamples = 0)")
