@@ -162,7 +162,8 @@ def interval_plot(iv, level: str, metric: str, title: str = ""):
         ax.errorbar(
             v["mean"],
             y,
-            xerr=[v["mean"] - v.ci_low, v.ci_high - v["mean"]],
+            # a percentile interval need not hold its point (and a one-point interval has rounding noise)
+            xerr=[(v["mean"] - v.ci_low).clip(lower=0), (v.ci_high - v["mean"]).clip(lower=0)],
             fmt="o",
             ms=4,
             capsize=2,
