@@ -121,6 +121,16 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def shown_path(path) -> str:
+    """A path as a report may print it: relative to the repository when inside it, else '…/<parent>/<name>'
+    (a report page never shows a reader's absolute local paths)."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return "…/" + "/".join(p.parts[-2:])
+
+
 def cpu_description(cpuinfo: str | None = None) -> str:
     """'AMD EPYC 9454 (2 cores; AVX-512, avx512_bf16, no AMX)': the CPU line every timing carries, from
     ``/proc/cpuinfo`` (or the text given); machines of one core count differ by 1.5x in speed."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from lib.identity import NEW
 from lib.store import Cell, is_done
 
 
@@ -357,7 +358,7 @@ def _stale_reasons(cells, store: Path, identities) -> dict:
 
     if identities is not None:
         return {c: stale_reason(store, c, identities[c]) for c in cells}
-    return {c: None if is_done(store, c) else "not run" for c in cells}
+    return {c: None if is_done(store, c) else NEW for c in cells}
 
 
 def _work_items(todo, shared, args):
@@ -418,7 +419,7 @@ def run_grid(
     reasons = _stale_reasons(cells, Path(data_root) / "results", identities)
     todo = sorted((c for c in cells if reasons[c]), key=lambda c: -_cost(c.model))
     skipped = [c for c in cells if not reasons[c]]
-    rerun = [{"cell": c.key, "reason": reasons[c]} for c in todo if reasons[c] != "not run"]
+    rerun = [{"cell": c.key, "reason": reasons[c]} for c in todo if reasons[c] != NEW]
     # a process pool prepares the shared resources as tasks of its own: the cells that need one start
     # when it is ready, the others fill the workers meanwhile (other executors: before the grid)
     shared = shared_tasks(todo) if isinstance(executor, ProcessExecutor) else []

@@ -81,11 +81,15 @@ REASONS = {
 }
 
 
+#: the reason of a cell that has never run (a first run)
+NEW = "new (no results yet)"
+
+
 def stale_reason(store_root, cell: Cell, expected: dict) -> str | None:
     """None if the cell's DONE matches ``expected``; else why the cell must (re-)run."""
     done = cell_dir(store_root, cell) / "DONE"
     if not done.is_file():
-        return "not run"
+        return NEW
     try:
         recorded = json.loads(done.read_text()).get("identity")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):

@@ -31,16 +31,29 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: list[str] | None = N
     return books
 
 
-def render_html(executed: Path, html_path: Path, exclude_input: bool = False) -> Path:
+#: the line on top of every report page: this is not the paper's setup (the index's section says how)
+REPORT_BANNER = (
+    "<div style='background:#fff6d6;border:1px solid #e6d08a;padding:.4rem .8rem;margin:.5rem 0;"
+    "font-family:system-ui,sans-serif;font-size:.9rem'>A run of the simulated sealant line with this "
+    "profile's models and budgets, not the paper's setup: <a href='index.html#differences'>how this run "
+    "differs from the paper</a> · <a href='index.html#summary'>summary of findings</a></div>"
+)
+
+
+def render_html(executed: Path, html_path: Path, exclude_input: bool = False, banner: str = "") -> Path:
     """Executed notebook -> standalone HTML (no network needed to write it); ``exclude_input``: the
-    reviewer's report (narrative, tables and figures, no code cells)."""
+    reviewer's report (narrative, tables and figures, no code cells), with ``banner`` on top."""
+    import re
+
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
     body, _ = HTMLExporter(
-        exclude_input=exclude_input, exclude_input_prompt=exclude_input
+        exclude_input=exclude_input, exclude_input_prompt=exclude_input, exclude_output_prompt=exclude_input
     ).from_notebook_node(nb)
+    if banner:
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1)
     return write_text(html_path, body)
 
 
@@ -75,7 +88,7 @@ def run_notebook(
     if executed.exists():
         render_html(executed, html_path)
         if report:
-            render_html(executed, report_path(html_path), exclude_input=True)
+            render_html(executed, report_path(html_path), exclude_input=True, banner=REPORT_BANNER)
     return {
         "notebook": notebook.name,
         "executed": executed,

@@ -130,6 +130,52 @@ def heatmap_panels(rows, title: str | None = None):
     return fig
 
 
+def model_panels(rows, title: str | None = None, width: float = 13.0):
+    """One row per model: input | ground truth | anomaly map with its colour bar | map thresholded at
+    tau*. ``rows``: (label, image BGR, GT mask, anomaly map, tau, note). Each map is shown on its own
+    scale, min to max of that map, with tau* marked on the colour bar; the thresholded panel paints
+    the pixels >= tau* red and outlines the ground truth in green."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("model_panels: nothing to show")
+    h, w = rows[0][1].shape[:2]
+    panel_h = width / 4 * h / w
+    fig, axes = plt.subplots(len(rows), 4, figsize=(width, panel_h * len(rows) + 0.9), squeeze=False)
+    for i, (label, img, gt, amap, tau, note) in enumerate(rows):
+        rgb = to_rgb(img)
+        axes[i][0].imshow(rgb)
+        axes[i][0].set_ylabel(label, fontsize=11, rotation=0, ha="right", va="center")
+        axes[i][1].imshow(to_rgb(overlay_mask(img, gt, colour=(0, 200, 0))))
+        lo, hi = float(amap.min()), float(amap.max())
+        shown = axes[i][2].imshow(amap, cmap="jet", vmin=lo, vmax=hi if hi > lo else lo + 1e-9)
+        bar = fig.colorbar(shown, ax=axes[i][2], fraction=0.046, pad=0.02)
+        if np.isfinite(tau) and lo <= tau <= hi:
+            bar.ax.axhline(tau, color="white", lw=2)
+            bar.ax.axhline(tau, color="black", lw=1, ls="--")
+        bar.ax.tick_params(labelsize=8)
+        pred = (amap >= tau).astype(np.uint8) if np.isfinite(tau) else np.zeros_like(gt, np.uint8)
+        axes[i][3].imshow(
+            to_rgb(overlay_mask(overlay_mask(img, pred, colour=(0, 0, 255)), gt, (0, 200, 0), 0.0))
+        )
+        tau_text = f"tau* {tau:.3g}" if np.isfinite(tau) else "no tau*"
+        axes[i][3].set_title(f"{note}, {tau_text}" if note else tau_text, fontsize=9)
+    for j, head in enumerate(
+        ("input", "ground truth", "anomaly map (own min-max; -- tau*)", "map >= tau* (red), GT (green)")
+    ):
+        axes[0][j].set_title(
+            head + (f"\n{axes[0][j].get_title()}" if axes[0][j].get_title() else ""), fontsize=10
+        )
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
 def training_curves(summaries, keys=("loss", "p_true"), labels=None, xlabel: str = "epoch"):
     """One panel per key of ``history['curve']`` (list of dicts per epoch), one line per cell."""
     import pandas as pd

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from lib.config import REPO_ROOT
+from lib.config import REPO_ROOT, VIEWPOINTS
 from lib.evaluate import tables
 from lib.fileio import write_text
 
@@ -23,6 +23,54 @@ def headline_table(data_root: Path):
 def claims_table(data_root: Path):
     """The claims table written by notebook 09."""
     return tables.read(data_root, "claims", missing_ok=True)
+
+
+def differences_table(data_root: Path, profile):
+    """How this run differs from the paper, per model it trained: input size and training budget
+    against Table 3 (``lib.models.budget_line``), backbone and where its weights came from (the cells'
+    ``meta.json``) against Table 3's, training images per cell, seeds and precision."""
+    import json
+
+    import pandas as pd
+
+    from lib.evaluate.claims.paper import PAPER_NAMES
+    from lib.models import REGISTRY, budget_line
+    from lib.store import cell_dir, list_cells
+
+    store = Path(data_root) / "results"
+    cells = list_cells(store) if store.is_dir() else []
+    rows = []
+    for name in [m for m in PAPER_NAMES if any(c.model == m for c in cells)]:
+        cell = next(c for c in cells if c.model == name)
+        meta = json.loads((cell_dir(store, cell) / "meta.json").read_text())
+        size, _, budget = budget_line(name, profile).partition(", ")
+        seeds = len({c.seed for c in cells if c.model == name})
+        rows.append(
+            {
+                "model": PAPER_NAMES[name],
+                "input size (Table 3)": size,
+                "training budget (ours / Table 3)": budget,
+                "backbone and weights": meta.get("backbone") or "—",
+                "Table 3 backbone": REGISTRY[name].table3_backbone,
+                "training images per cell": meta.get("n_train", "—"),
+                "seeds (paper: 3)": seeds,
+                "precision": meta.get("precision", "fp32"),
+            }
+        )
+    return pd.DataFrame(rows) if rows else None
+
+
+GLOSSARY = (
+    ("†", "the model sees the ROI-masked image (sealant region plus a margin, paper section 4.4)"),
+    ("oracle threshold", "the paper's operating point: chosen on the test set itself (max F1 / max IoU)"),
+    ("val-calibrated", "the same rule applied on the validation split, then fixed for the test split"),
+    ("95% interval", "percentile bootstrap over test underbodies, drawn jointly in all viewpoints"),
+    ("DeLong", "test of two AUROCs on the same test images (valid with one training seed)"),
+    ("p_BH", "p-value after Benjamini-Hochberg correction within a family of tests"),
+    ("not decidable here", "the verdict would rest on a model at chance, other hardware, or no interval"),
+    ("baseline", "our per-pixel Gaussian floor; not a paper model, in no claim"),
+    ("simulated line", "the rendered conveyor video this workbook builds, not the paper's NDA data"),
+)
 
 
 def markdown_table(df) -> str:
@@ -107,7 +155,17 @@ def run_summary(results: list[dict], seconds: float, executor: str, skipped: int
 REPORT_FIGURES = (
     ("image_auroc_intervals.png", "Image AUROC per model and viewpoint, 95% bootstrap intervals"),
     ("pixel_aupro_intervals.png", "Pixel AUPRO per model and viewpoint, 95% bootstrap intervals"),
-    ("qualitative.png", "Input, ground truth and each model's heatmap (first viewpoint)"),
+    *(
+        (
+            f"qualitative_{v}.png",
+            f"lower {v}: each model's map and its thresholded map at tau* (Figures 9-11)",
+        )
+        for v in VIEWPOINTS
+    ),
+    *(
+        (f"misclassified_{v}.png", f"lower {v}: one misclassified test image per model (Figures 12-14)")
+        for v in VIEWPOINTS
+    ),
 )
 
 
@@ -124,7 +182,7 @@ th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
 .not-run-in-this-profile{background:#f7f7f7!important;color:#888}.no{background:#fde2e1!important}
 .doubtful{background:#fff6d6!important}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
-.failed{color:#b00020}
+.failed{color:#b00020}dt{font-weight:600}dd{margin:0 0 .3rem 1rem}h3{font-size:1.05rem}
 """
 
 
@@ -166,9 +224,26 @@ def _status(out_dir: Path, r: dict) -> str:
     return f"<span class='failed'>{html.escape(str(r['error']))}</span>{log}"
 
 
-def _results_sections(data_root, claims, table) -> list[str]:
-    """Claims, headline table and key figures (what notebooks 08-09 wrote)."""
+def _paper_layout_sections(data_root) -> list[str]:
     parts = []
+    for number in (4, 5, 6, 7):
+        t = tables.read(data_root, f"paper_table{number}", missing_ok=True)
+        if t is not None:
+            parts.append(f"<h3>Table {number}</h3>" + _html_table(t))
+    if parts:
+        parts.insert(
+            0,
+            "<h2 id='paper-tables'>Our numbers in the paper's layout</h2><p>Averaged over the three "
+            "viewpoints as the paper does, in percent: ours (mean over seeds, ± std when several) with its "
+            "95% interval, then the paper's mean ± std over 3 runs. Real-defect tables (5, 7) use the full "
+            "test set's operating point.</p>",
+        )
+    return parts
+
+
+def _results_sections(data_root, claims, table) -> list[str]:
+    """Paper-layout tables, claims, headline table and key figures (what notebooks 08-09 wrote)."""
+    parts = _paper_layout_sections(data_root) if data_root is not None else []
     if claims is not None:
         parts.append(
             "<h2>Claims of the paper, tested on this run</h2><p>Verdict rules and the tests behind each "
@@ -180,7 +255,7 @@ def _results_sections(data_root, claims, table) -> list[str]:
         )
     if table is not None:
         parts.append(
-            "<h2>Headline results</h2><p>Test split, threshold-free; value [95% bootstrap interval over test "
+            "<h2>Headline results per viewpoint</h2><p>Test split, threshold-free; value [95% bootstrap interval over test "
             "underbodies]; mean ± std over seeds first when there are several; † = ROI-masked.</p>"
             + _html_table(table)
         )
@@ -193,6 +268,32 @@ def _results_sections(data_root, claims, table) -> list[str]:
             "</figcaption></figure>"
             for p, cap in shown
         ]
+    return parts
+
+
+def _summary_sections(data_root, profile: str | None) -> list[str]:
+    """Summary of findings (notebook 09's ``findings``), a glossary, and how this run differs."""
+    parts = []
+    found = tables.read(data_root, "findings", missing_ok=True) if data_root is not None else None
+    if found is not None:
+        items = "".join(f"<li>{html.escape(str(t))}</li>" for t in found.text)
+        parts.append(f"<h2 id='summary'>Summary of findings</h2><ul>{items}</ul>")
+    gloss = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GLOSSARY)
+    parts.append(f"<details><summary>Glossary</summary><dl>{gloss}</dl></details>")
+    if profile is not None and data_root is not None:
+        from lib.config import cpu_description, load_profile
+
+        diff = differences_table(data_root, load_profile(profile))
+        if diff is not None:
+            parts.append(
+                "<h2 id='differences'>How this run differs from the paper</h2><p>Profile "
+                f"<code>{html.escape(profile)}</code> on {html.escape(cpu_description())}; the paper: an RTX "
+                "3090 at Table 3's settings, 3 seeds. Every setting that departs from Table 3: "
+                "<code>python -m lib deviations --profile "
+                + html.escape(profile)
+                + "</code>.</p>"
+                + _html_table(diff)
+            )
     return parts
 
 
@@ -268,6 +369,7 @@ def write_index(
     data_root: Path | None = None,
     summary: str = "",
     breakdown: list[dict] | None = None,
+    profile: str | None = None,
 ) -> Path:
     """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
     intervals, key figures inline, run summary, every notebook as a report and with code) and
@@ -277,6 +379,7 @@ def write_index(
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if summary:
         parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
+    parts += _summary_sections(data_root, profile)
     parts += _results_sections(data_root, claims, table)
     parts += _run_sections(out_dir, results, breakdown)
     page = (

@@ -121,7 +121,7 @@ def run_workbook(
         if only:
             run_list(books)
             summary = run_summary(results, time.perf_counter() - started, "none (--only)")
-            write_index(runs, results, title, data, summary)
+            write_index(runs, results, title, data, summary, profile=name)
             return results
         training = {training_notebook(m)[0] for m in grid_models()}
         pre = [b for b in books if b.name[:2] < "04"]
@@ -148,5 +148,5 @@ def run_workbook(
         breakdown = time_breakdown(results, shared, getattr(ex, "workers", 1) if ex is not None else 1)
         print(summary, flush=True)
         _print_breakdown(breakdown)
-        write_index(runs, results, title, data, summary, breakdown)
+        write_index(runs, results, title, data, summary, breakdown, profile=name)
         return results

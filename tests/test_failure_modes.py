@@ -19,7 +19,7 @@ from lib.acquire.user_videos import register_user_videos, underbody_ids
 from lib.dataset import manifest as mf
 from lib.extract.template_matching import VideoDecodeError, extract_crops
 from lib.fileio import DataRootBusy, data_root_lock, write_text
-from lib.identity import cell_identity, stale_reason
+from lib.identity import NEW, cell_identity, stale_reason
 from lib.models import AnomalyModel, GaussianBaseline
 from lib.models.base import CheckpointError
 from lib.models.train import run_cell, train_grid
@@ -35,7 +35,7 @@ def test_done_records_identity_and_any_change_makes_the_cell_stale(built, tmp_pa
     run_cell(model, root, manifest, cell, results, False)
     ident = cell_identity(cell, model.config, root, manifest)
     assert stale_reason(results, cell, ident) is None
-    assert stale_reason(results, Cell("baseline", "back", True, 0), ident) == "not run"
+    assert stale_reason(results, Cell("baseline", "back", True, 0), ident) == NEW == "new (no results yet)"
     # a review decision drops a row of this viewpoint
     fewer = manifest.drop(manifest.index[(manifest.viewpoint == "front") & (manifest.split == "test")][:1])
     assert (

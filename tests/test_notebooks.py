@@ -39,6 +39,10 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
     for r in results[:4] + results[-3:]:  # numbered notebooks: also a report without code
         report = Path(r["report"]).read_text()
         assert "# Parameters (papermill overrides these)" not in report, r["report"]
+        _assert_clean_report(report, r["report"], tmp_path)
+    for section in ("summary", "differences", "paper-tables"):  # the index opens with what a reviewer needs
+        assert f"id='{section}'" in index, section
+    assert index.index("id='summary'") < index.index("id='differences'") < index.index("id='paper-tables'")
     data = tmp_path / "data"
     records = data / "inspection" / "verdicts.jsonl"
     assert len(records.read_text().splitlines()) >= 10  # notebook 10 inspected the fresh stream
@@ -79,3 +83,20 @@ def test_notebooks_are_committed_without_outputs():
 def test_only_filter_names_missing_notebook():
     with pytest.raises(ValueError, match=r"no notebook numbered \['42'\]"):
         list_notebooks(only=["42"])
+
+
+def _assert_clean_report(page: str, name, tmp_path) -> None:
+    """What a reviewer must not meet on a report page: local absolute paths, Out[N] prompts, tables
+    whose every cell is NaN, and the banner missing."""
+    import re
+    from html import unescape
+
+    from lib.config import REPO_ROOT
+
+    for local in (str(tmp_path), str(REPO_ROOT), "/tmp/", "/home/"):
+        assert local not in page, (name, local)
+    assert not re.search(r"Out\[\d+\]:", page), name
+    assert "how this run differs from the paper" in page, name
+    for table in re.findall(r"<table.*?</table>", page, re.S):
+        cells = [unescape(re.sub("<[^>]+>", "", c)).strip() for c in re.findall(r"<td.*?</td>", table, re.S)]
+        assert not cells or any(c not in ("NaN", "nan", "") for c in cells), (name, table[:200])

@@ -68,6 +68,12 @@ def _data_root(tmp_path):
             "paper_check": ["Table 4: MemSeg auroc 92.7 -> 90.1", "Table 8"],
         }
     ).to_csv(root / "tables" / "claims.csv", index=False)
+    pd.DataFrame({"text": ["Of the paper's 2 checkable claims, this run finds: 1 reproduced."]}).to_csv(
+        root / "tables" / "findings.csv", index=False
+    )
+    pd.DataFrame({"model": ["PatchCore†"], "AUROC": ["91.0 [85.0, 95.0] (paper 95.6 ± 0.6)"]}).to_csv(
+        root / "tables" / "paper_table4.csv", index=False
+    )
     fig = plots.interval_plot(
         pd.DataFrame(
             {
@@ -105,13 +111,16 @@ def test_index_holds_claims_headline_figures_and_links(tmp_path):
             "seconds": 5.0,
             "error": "boom",
             "log": runs / "w.log",
-            "reason": "not run",
+            "reason": "new (no results yet)",
         },
     ]
     page = write_index(runs, results, "T", root, "Wall time of this run: 1.0 min").read_text()
     p = Tables()
     p.feed(page)
-    assert "Claims of the paper, tested on this run" in p.h2 and "Headline results" in p.h2
+    assert "Claims of the paper, tested on this run" in p.h2 and "Headline results per viewpoint" in p.h2
+    assert p.h2[:2] == ["Summary of findings", "Our numbers in the paper's layout"]
+    assert "this run finds: 1 reproduced" in page and "<dt>p_BH</dt>" in page  # summary and glossary
+    assert "91.0 [85.0, 95.0] (paper 95.6 ± 0.6)" in page
     claims = next(t for t in p.tables if t[0][:3] == ["id", "section", "claim"])
     assert claims[1][6] == "reproduced" and "class='reproduced'" in page
     assert "class='not-decidable-here'" in page and "class='no'" in page  # one CSS class per verdict

@@ -496,3 +496,41 @@ def defect_panel_rows(data_root, manifest: pd.DataFrame, cells, n: int = 3, stor
         )
         for i in idx
     ]
+
+
+def model_panel_rows(data_root, manifest, cells, image_id=None, store_root=None, metrics=None) -> list:
+    """Rows for ``plots.model_panels``: (label, image, GT, map, tau*, note) of one test image for every
+    cell in ``cells`` (one viewpoint); ``image_id``: that image (default: the viewpoint's first anomalous
+    test image); tau*: the cell's pixel oracle threshold from ``metrics`` (inf when not given)."""
+    root = Path(data_root)
+    cells = [cells] if isinstance(cells, Cell) else list(cells)
+    if len({c.viewpoint for c in cells}) != 1:
+        raise ValueError(f"model panels show one viewpoint, got {sorted({c.viewpoint for c in cells})}")
+    store = Path(store_root) if store_root is not None else root / "results"
+    rows = []
+    for c in cells:
+        out = load_outputs(root, store, c, manifest)
+        t = out["table"]
+        if image_id is None:
+            first = [i for i in range(len(t)) if t.label.iloc[i] == "anomalous" and t.split.iloc[i] == "test"]
+            if not first:
+                raise ValueError(f"cell {c.key}: no anomalous test image to show")
+            image_id = t.image_id.iloc[first[0]]
+        i = int(np.flatnonzero(t.image_id.to_numpy() == image_id)[0])
+        tau = float("inf")
+        if metrics is not None:
+            sel = metrics[
+                (metrics.model == c.model)
+                & (metrics.masked == c.masked)
+                & (metrics.seed == c.seed)
+                & (metrics.viewpoint == c.viewpoint)
+                & (metrics.subset == "test")
+                & (metrics.level == "pixel")
+                & (metrics.policy == "oracle")
+            ]
+            tau = float(sel.threshold.iloc[0]) if len(sel) else tau
+        note = f"score {float(t.score.iloc[i]):.3g}, {t.label.iloc[i]}"
+        rows.append(
+            (c.label, read_image(root / t.image_path.iloc[i]), out["masks"][i], out["maps"][i], tau, note)
+        )
+    return rows

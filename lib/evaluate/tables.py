@@ -24,6 +24,8 @@ TABLES = {
     "tests_delong": ("tests_delong.csv", {}, "%.6g"),
     "tests_t_over_seeds": ("tests_t_over_seeds.csv", {}, "%.6g"),
     "claims": ("claims.csv", _TEXT, "%.6g"),
+    "findings": ("findings.csv", _TEXT, None),
+    **{f"paper_table{n}": (f"paper_table{n}.csv", _TEXT, None) for n in (4, 5, 6, 7)},
     "latency": ("latency.csv", {}, "%.6g"),
     "inspection_accuracy": ("inspection_accuracy.csv", {}, None),
     "inspection_summary": ("inspection_summary.csv", {}, None),

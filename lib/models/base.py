@@ -104,6 +104,8 @@ class AnomalyModel(abc.ABC):
     config_class: type = object
     #: the notebook that trains this model's grid cells, and extra papermill parameters it takes
     training_notebook: str = ""
+    #: Table 3's backbone / encoder column, as the paper writes it (for "how this run differs")
+    table3_backbone: str = ""
     notebook_parameters: dict = {}  # read-only class data
     #: rough relative CPU cost of one grid cell: the grid starts the costliest cells first
     relative_cost: float = 1.0

@@ -38,7 +38,7 @@ Verdict rules, applied in this order:
      difference lies above / below zero.
 """
 
-from lib.evaluate.claims.catalogue import CLAIMS, COLUMNS, claims_table
+from lib.evaluate.claims.catalogue import CLAIMS, COLUMNS, claims_table, findings
 from lib.evaluate.claims.evidence import Evidence, count_change, from_counts, interval, masking_error_change
 from lib.evaluate.claims.paper import NOT_IN_PAPER, PAPER_NAMES, paper_value, read_paper_tables
 from lib.evaluate.claims.verdicts import (
@@ -70,6 +70,7 @@ __all__ = [
     "Claim",
     "Evidence",
     "claims_table",
+    "findings",
     "count_change",
     "from_counts",
     "interval",

@@ -834,3 +834,46 @@ def claims_table(evidence: Evidence, paper_tables: pd.DataFrame | None = None, c
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def findings(evidence: Evidence, claims: pd.DataFrame) -> list[str]:
+    """The summary a reader needs first: what the claims table says, and the caveats that matter most
+    for this run (models at chance, training budgets, seeds), each one sentence, from the data."""
+    E = evidence
+    counts = ", ".join(f"{n} {k}" for k, n in claims.verdict.value_counts().items())
+    lines = [f"Of the paper's {len(claims)} checkable claims, this run finds: {counts}."]
+    decided = claims[claims.verdict.isin([REPRODUCED, CONTRADICTED])]
+    if len(decided):
+        lines.append(
+            "Decided here: "
+            + "; ".join(f"{r.claim} ({r.section}): {r.verdict}" for r in decided.itertuples())
+            + "."
+        )
+    own = claims[claims.paper_consistent.isin(["no", "doubtful"])]
+    if len(own):
+        lines.append(
+            f"The paper's own tables do not support {len(own)} of its sentences ("
+            + ", ".join(own.id)
+            + "): see the paper_check column."
+        )
+    chance = [paper_label(lb) for lb in E.labels if E.chance(lb)]
+    if chance:
+        lines.append(
+            f"Caveat 1: {len(chance)} of {len(E.labels)} variants are at chance at image level (their image-AUROC "
+            f"95% interval holds 0.5 on average or in a viewpoint): {', '.join(chance)}. No verdict rests on them."
+        )
+    lines.append(
+        "Caveat 2: models run at this profile's input sizes and training budgets, far below Table 3's "
+        "(see 'How this run differs from the paper'); a verdict says what this simulated line shows."
+    )
+    seeds = E.n_seeds
+    lines.append(
+        f"Caveat 3: {seeds} training seed{'s' if seeds != 1 else ''} (the paper: 3). Intervals resample test "
+        "underbodies"
+        + (
+            "; the paper's paired t-tests over seeds need 3 and are replaced by DeLong's test on one seed."
+            if seeds < 3
+            else "; model comparisons use the paper's paired t-test over seeds."
+        )
+    )
+    return lines

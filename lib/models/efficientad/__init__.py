@@ -54,6 +54,7 @@ class EfficientAD(AnomalyModel):
     name = "efficientad"
     config_class = EfficientADConfig
     training_notebook = "06_train_efficientad.ipynb"
+    table3_backbone = "PDN (student-teacher + AE), teacher distilled at 512"
     quick_fit = {"iterations": 2, "teacher_iterations": 2, "allow_random_backbone": True}
     exportable = True
     shared_resource = "teacher"  # the PDN teacher, distilled once per profile (teacher.py)

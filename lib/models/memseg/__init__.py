@@ -60,6 +60,7 @@ class MemSeg(AnomalyModel):
     name = "memseg"
     config_class = MemSegConfig
     training_notebook = "05_train_memseg.ipynb"
+    table3_backbone = "ResNet18 (no pretraining)"
     quick_fit = {"iterations": 2, "batch_size": 2, "memory_samples": 8}
     exportable = True
     relative_cost = 4

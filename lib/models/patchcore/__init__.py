@@ -43,6 +43,7 @@ class PatchCore(AnomalyModel):
     name = "patchcore"
     config_class = PatchCoreConfig
     training_notebook = "04_train_patchcore.ipynb"
+    table3_backbone = "ResNeXt101 (layer2, layer3), ImageNet"
     quick_fit = {"backbone": "auto", "allow_random_backbone": True}
     exportable = True
     relative_cost = 2

@@ -56,6 +56,7 @@ class SimpleNetConfig:
 @register
 class SimpleNet(AnomalyModel):
     name = "simplenet"
+    table3_backbone = "WideResNet50 (layer2, layer3), ImageNet"
     config_class = SimpleNetConfig
     training_notebook = "07_train_simplenet.ipynb"
     quick_fit = {"backbone": "auto", "meta_epochs": 1, "allow_random_backbone": True}
