@@ -25,6 +25,13 @@ def claims_table(data_root: Path):
     return tables.read(data_root, "claims", missing_ok=True)
 
 
+def _no_local_paths(text: str, data_root) -> str:
+    """``text`` with the data root (absolute, as cells record it) written as '<data root>'."""
+    for root in {str(Path(data_root).resolve()), str(data_root)}:
+        text = text.replace(root, "<data root>")
+    return text
+
+
 def differences_table(data_root: Path, profile):
     """How this run differs from the paper, per model it trained: input size and training budget
     against Table 3 (``lib.models.budget_line``), backbone and where its weights came from (the cells'
@@ -50,7 +57,7 @@ def differences_table(data_root: Path, profile):
                 "model": PAPER_NAMES[name],
                 "input size (Table 3)": size,
                 "training budget (ours / Table 3)": budget,
-                "backbone and weights": meta.get("backbone") or "—",
+                "backbone and weights": _no_local_paths(str(meta.get("backbone") or "—"), data_root),
                 "Table 3 backbone": REGISTRY[name].table3_backbone,
                 "training images per cell": meta.get("n_train", "—"),
                 "seeds (paper: 3)": seeds,

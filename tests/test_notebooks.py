@@ -40,6 +40,9 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
         report = Path(r["report"]).read_text()
         assert "# Parameters (papermill overrides these)" not in report, r["report"]
         _assert_clean_report(report, r["report"], tmp_path)
+    assert (
+        str(tmp_path) not in index
+    )  # the teacher files of the differences table: '<data root>/teachers/...'
     for section in ("summary", "differences", "paper-tables"):  # the index opens with what a reviewer needs
         assert f"id='{section}'" in index, section
     assert index.index("id='summary'") < index.index("id='differences'") < index.index("id='paper-tables'")
