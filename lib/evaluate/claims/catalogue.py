@@ -189,14 +189,19 @@ def _real_gain(E):
     d = diff(E, "patchcore†", "patchcore", "image", "auroc", "test-real")
     if d is None:
         return NO_DATA
-    lo, hi, und = interval(d[1]) if d[1] is not None else (np.nan, np.nan, np.nan)
     a = E.value("patchcore†", "image", "auroc", "test-real")[0]
     b = E.value("patchcore", "image", "auroc", "test-real")[0]
+    return _direction(d, f"{a:.3f} vs {b:.3f} (real defects, view-averaged)", ["patchcore", "patchcore†"])
+
+
+def _direction(d, ours: str, rests_on: list) -> dict:
+    """A direction claim from a difference (point, replicates): its interval against zero decides."""
+    lo, hi, und = interval(d[1]) if d[1] is not None else (np.nan, np.nan, np.nan)
     out = {
-        "ours": f"{a:.3f} vs {b:.3f} (real defects, view-averaged)",
+        "ours": ours,
         "evidence": f"difference {d[0]:+.3f}, {ci(lo, hi)}",
         "verdict": verdict_direction(lo, hi),
-        "rests_on": ["patchcore", "patchcore†"],
+        "rests_on": rests_on,
     }
     reason = decide_interval(lo, hi, und, d[0])
     if reason:
@@ -337,17 +342,7 @@ def _memseg_iou(E):
     d = diff(E, "memseg", "efficientad_m", "pixel", "iou")
     if d is None:
         return NO_DATA
-    lo, hi, und = interval(d[1]) if d[1] is not None else (np.nan, np.nan, np.nan)
-    out = {
-        "ours": f"pixel IoU MemSeg minus EfficientAD-M {d[0]:+.3f}",
-        "evidence": ci(lo, hi),
-        "verdict": verdict_direction(lo, hi),
-        "rests_on": ["memseg", "efficientad_m"],
-    }
-    reason = decide_interval(lo, hi, und, d[0])
-    if reason:
-        out.update(verdict=NOT_DECIDABLE, reason=reason)
-    return out
+    return _direction(d, f"pixel IoU MemSeg minus EfficientAD-M {d[0]:+.3f}", ["memseg", "efficientad_m"])
 
 
 def _check_memseg_iou(P):
