@@ -220,5 +220,8 @@ def data_root_for(profile_name: str, data_root: Path | str | None = None) -> Pat
 
 def open_profile(profile: str = "auto", data_root: Path | str | None = None) -> tuple[Profile, Path]:
     """What every notebook opens with: the profile and its data root (``None``: ``data/<profile>``)."""
+    from lib import display
+
     prof = load_profile(profile)
+    display.install()  # tables without row numbers, counts as integers (only inside IPython)
     return prof, data_root_for(prof.name, data_root)

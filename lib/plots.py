@@ -149,10 +149,19 @@ def model_panels(rows, title: str | None = None, width: float = 13.0):
         lo, hi = float(amap.min()), float(amap.max())
         shown = axes[i][2].imshow(amap, cmap="jet", vmin=lo, vmax=hi if hi > lo else lo + 1e-9)
         bar = fig.colorbar(shown, ax=axes[i][2], fraction=0.046, pad=0.02)
-        if np.isfinite(tau) and lo <= tau <= hi:
-            bar.ax.axhline(tau, color="white", lw=2)
-            bar.ax.axhline(tau, color="black", lw=1, ls="--")
         bar.ax.tick_params(labelsize=8)
+        if np.isfinite(tau) and lo <= tau <= hi:
+            # tau* as a thick line across the bar and its own bold tick: visible on any colour
+            bar.ax.axhline(tau, color="white", lw=4)
+            bar.ax.axhline(tau, color="magenta", lw=2)
+            span = (hi - lo) or 1.0
+            ends = [t for t in (lo, hi) if abs(t - tau) > 0.12 * span]
+            bar.set_ticks(sorted([*ends, tau]))
+            bar.set_ticklabels([("tau*" if t == tau else f"{t:.3g}") for t in sorted([*ends, tau])])
+            for text in bar.ax.get_yticklabels():
+                if text.get_text() == "tau*":
+                    text.set_color("magenta")
+                    text.set_fontweight("bold")
         pred = (amap >= tau).astype(np.uint8) if np.isfinite(tau) else np.zeros_like(gt, np.uint8)
         axes[i][3].imshow(
             to_rgb(overlay_mask(overlay_mask(img, pred, colour=(0, 0, 255)), gt, (0, 200, 0), 0.0))
@@ -160,10 +169,15 @@ def model_panels(rows, title: str | None = None, width: float = 13.0):
         tau_text = f"tau* {tau:.3g}" if np.isfinite(tau) else "no tau*"
         axes[i][3].set_title(f"{note}, {tau_text}" if note else tau_text, fontsize=9)
     for j, head in enumerate(
-        ("input", "ground truth", "anomaly map (own min-max; -- tau*)", "map >= tau* (red), GT (green)")
+        (
+            "input",
+            "ground truth",
+            "anomaly map, own min-max\n(magenta tick: tau*)",
+            "map >= tau* (red), GT (green)",
+        )
     ):
         axes[0][j].set_title(
-            head + (f"\n{axes[0][j].get_title()}" if axes[0][j].get_title() else ""), fontsize=10
+            head + (f"\n{axes[0][j].get_title()}" if axes[0][j].get_title() else ""), fontsize=10, pad=8
         )
     for ax in axes.ravel():
         ax.set_xticks([])

@@ -454,6 +454,30 @@ MUTATIONS = [
         "def cell_dir(store_root, cell: Cell) -> Path:\n    from lib.identity import cell_identity  # noqa: F401\n\n",
         LAYER,
     ),
+    Mutation(
+        "display-keeps-row-numbers",
+        "report tables show pandas' 0..n-1 row numbers as a column",
+        "lib/display.py",
+        "    return out, not plain\n",
+        "    return out, True\n",
+        ("tests/test_display.py",),
+    ),
+    Mutation(
+        "counts-printed-as-fractions",
+        "one seed's count of 40 prints as '40.000'",
+        M,
+        'return f"{v[0]:.0f}" if counts else f"{v[0]:.3f}"',
+        'return f"{v[0]:.3f}"',
+        ("tests/test_display.py",),
+    ),
+    Mutation(
+        "rates-turned-into-integers",
+        "a recall column of 0s and 1s shown as integers",
+        "lib/display.py",
+        "if whole and np.abs(finite).max() > 1:",
+        "if whole:",
+        ("tests/test_display.py",),
+    ),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 if len(BY_NAME) != len(MUTATIONS):

@@ -377,15 +377,20 @@ def fn_by_size(images: pd.DataFrame, policy: str = "oracle") -> pd.DataFrame:
         .unstack("size_bin", fill_value=0)
     )
     out = out.reindex(columns=list(SIZE_BINS), fill_value=0).reset_index()
+    out.columns.name = None
     out["total"] = out[list(SIZE_BINS)].sum(axis=1)
     out.insert(0, "threshold", policy)
     return out
 
 
 def over_seeds(table: pd.DataFrame, keys, columns) -> pd.DataFrame:
-    """Mean ± std over seeds of per-seed ``columns`` (as text)."""
+    """Mean ± std over seeds of per-seed ``columns`` (as text; integer columns are counts)."""
     g = table.groupby(list(keys), sort=True)
-    return g[list(columns)].agg(M.mean_std).reset_index()
+    fns = {}
+    for c in columns:
+        counts = pd.api.types.is_integer_dtype(table[c].dtype)
+        fns[c] = lambda v, counts=counts: M.mean_std(v, counts=counts)
+    return g[list(columns)].agg(fns).reset_index()
 
 
 def image_fp_share(images: pd.DataFrame, policy: str = "oracle") -> pd.DataFrame:

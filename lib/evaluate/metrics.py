@@ -307,15 +307,17 @@ def size_bins(area_ratio, viewpoint) -> np.ndarray:
     return out
 
 
-def mean_std(values) -> str:
-    """'mean ± std' over seeds (sample std, ddof=1; a single value has no spread)."""
+def mean_std(values, counts: bool = False) -> str:
+    """'mean ± std' over seeds (sample std, ddof=1; a single value has no spread). ``counts``: one
+    seed's 40 prints as '40', not '40.000', and a mean and std over seeds get one decimal."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return "n/a"
     if v.size == 1:
-        return f"{v[0]:.3f}"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+        return f"{v[0]:.0f}" if counts else f"{v[0]:.3f}"
+    digits = 1 if counts else 3
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
 def paired_t(x, y) -> dict:
