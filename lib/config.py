@@ -45,8 +45,15 @@ class Profile:
     #: normal underbodies per viewpoint and split, e.g. {train = 18, val = 20, test = 40}; None: Table 2
     #: scaled to ``normal_underbodies``. Larger evaluation splits make model differences testable.
     normals_per_view: dict | None = None
+    #: the models' precision, fp32 | bf16 | auto (bf16 only on native bf16 matrix units; lib.precision).
+    #: ``python -m lib run --precision`` overrides it for one run (through SEALANT_PRECISION).
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(
+                f"profile {self.name!r}: precision must be fp32, bf16 or auto, got {self.precision!r}"
+            )
         if not 0.05 <= self.scale <= 1.0:
             raise ValueError(f"profile {self.name!r}: scale must lie in [0.05, 1], got {self.scale}")
         if self.normal_underbodies < 0:
@@ -164,6 +171,10 @@ def resolve_profile_name(name: str) -> str:
     return name
 
 
+#: the environment variable through which ``python -m lib run --precision`` reaches every process
+PRECISION_ENV = "SEALANT_PRECISION"
+
+
 def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
     """Read a profile from ``profiles.toml`` (or another TOML file with the same fields)."""
     path = Path(path) if path is not None else PROFILES_FILE
@@ -177,6 +188,9 @@ def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
     row.setdefault("models", {})
     row["grid_seeds"] = tuple(row.get("grid_seeds", (0,)))
     row.setdefault("normals_per_view", None)
+    row.setdefault("precision", "auto")
+    if os.environ.get(PRECISION_ENV):  # a run's --precision, seen by its grid workers and notebooks
+        row["precision"] = os.environ[PRECISION_ENV]
     missing = fields - set(row)
     extra = set(row) - fields
     if missing or extra:

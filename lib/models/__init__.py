@@ -42,7 +42,7 @@ def make_model(name: str, profile=None, **overrides) -> AnomalyModel:
 
 
 #: config fields that are run plumbing, not Table 3 settings
-NOT_TABLE3 = frozenset({"device", "seed", "weights", "allow_random_backbone", "teacher_weights"})
+NOT_TABLE3 = frozenset({"device", "seed", "weights", "allow_random_backbone", "teacher_weights", "precision"})
 
 
 def table3_deviations(profile, models=None) -> list[dict]:

@@ -219,12 +219,19 @@ class FeatureExtractor(torch.nn.Module):
     def train(self, mode: bool = True):  # always frozen, BatchNorm in eval
         return super().train(False)
 
+    #: 'fp32' or 'bf16' (lib.precision): the backbone's convolutions only; its features come back fp32
+    precision = "fp32"
+
     @torch.no_grad()
     def forward(self, images_bgr_uint8: torch.Tensor) -> list[torch.Tensor]:
-        """(N, H, W, 3) BGR uint8 -> list of feature maps (N, C, h, w), one per layer."""
+        """(N, H, W, 3) BGR uint8 -> list of feature maps (N, C, h, w), one per layer, float32."""
+        from lib.precision import autocast
+
         x = images_bgr_uint8.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
         x = (x - self.mean) / self.std
-        return self.model(x)
+        with autocast(self.precision, x.device):
+            feats = self.model(x)
+        return [f.float() for f in feats]
 
 
 def default_backbone(preferred: str = "wide_resnet50_2") -> str:

@@ -19,6 +19,7 @@ from torch import nn
 
 from lib.fileio import atomic_path
 from lib.models.base import AnomalyModel
+from lib.precision import module_precision
 
 
 def exportable() -> tuple[str, ...]:
@@ -46,7 +47,13 @@ def export_onnx(model: AnomalyModel, path, opset: int = 17) -> Path:
     module = inference_module(model)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp, torch.inference_mode(False), torch.no_grad():
+    # the graph is traced in fp32 (ONNX Runtime's own CPU kernels; bf16 there is not what torch runs)
+    with (
+        atomic_path(out) as tmp,
+        torch.inference_mode(False),
+        torch.no_grad(),
+        module_precision(module, "fp32"),
+    ):
         torch.onnx.export(
             module,
             (example,),

@@ -86,6 +86,7 @@ def run_cell(
         "n_train": len(train),
         "history": _jsonable(history),
         "backbone": getattr(model, "backbone_description", "none"),
+        "precision": model.precision,
     }
     write_results(store_root, cell, table, maps, meta, identity=identity)
     return {"cell": cell.key, "fit_s": fit_s, "median_ms": float(np.median(times)), "n_eval": len(table)}

@@ -45,6 +45,7 @@ class EfficientADConfig:
     teacher_lr: float = 1e-4
     allow_random_backbone: bool = True  # False (the paper profile): no teacher from a random backbone
     device: str = "auto"
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on native bf16 matrix units; lib.precision)
     seed: int = 0
 
 
@@ -85,6 +86,7 @@ class EfficientAD(AnomalyModel):
         self.net = EfficientADModel(c.model_size, c.out_channels, input_size=tuple(c.input_size)).to(
             self.device
         )
+        self.net.precision = c.precision
         self.backbone_description = f"PDN-{c.model_size}; teacher: not yet trained"
         w, h = c.input_size
         self.map_coverage = pdn_coverage((h, w))
@@ -126,7 +128,9 @@ class EfficientAD(AnomalyModel):
         self.net.teacher.eval()
         self.backbone_description = f"PDN-{c.model_size}; teacher {self.teacher_source}"
         with torch.no_grad():  # teacher channel normalisation on the training images
-            outs = torch.cat([self.net.teacher(self._t(train[i : i + 8])) for i in range(0, len(train), 8)])
+            outs = torch.cat(
+                [self.net.teacher_raw(self._t(train[i : i + 8])) for i in range(0, len(train), 8)]
+            )
             self.net.t_mean.copy_(outs.mean((0, 2, 3), keepdim=True))
             self.net.t_std.copy_(outs.std((0, 2, 3), keepdim=True) + 1e-6)
         params = list(self.net.student.parameters()) + list(self.net.ae.parameters())
@@ -153,14 +157,14 @@ class EfficientAD(AnomalyModel):
             # one student pass over [normal, augmented, penalty] and one teacher pass over [normal, augmented]
             x_all = self._t(np.stack([*imgs, *aug, *pen]))
             t_all = self.net.teacher_features(x_all[: 2 * b])
-            s_all = self.net.student(x_all)
+            s_all = self.net.student_out(x_all)
             t, ta = t_all[:b], t_all[b:]
             d = (t - s_all[:b, :cc]) ** 2
             d_hard = torch.quantile(d.flatten()[:: max(1, d.numel() // 2_000_000)], c.hard_quantile)
             loss_st = d[d >= d_hard].mean()
             if pen:
                 loss_st = loss_st + (s_all[2 * b :, :cc] ** 2).mean()
-            ae = self.net.ae(x_all[b : 2 * b], ta.shape[-2:])
+            ae = self.net.ae_out(x_all[b : 2 * b], ta.shape[-2:])
             loss_ae = ((ta - ae) ** 2).mean()
             loss = loss_st + loss_ae + ((ae - s_all[b : 2 * b, cc:]) ** 2).mean()
             opt.zero_grad()
@@ -215,6 +219,7 @@ class EfficientAD(AnomalyModel):
         if getattr(self, "_infer", None) is None:
             self.net.eval()
             self._infer = copy.deepcopy(self.net).to(memory_format=torch.channels_last).eval()
+        self._infer.precision = self.net.precision  # follows the net's (lib.precision.module_precision)
         return self._infer
 
     def state_dict(self):

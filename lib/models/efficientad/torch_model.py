@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.precision import autocast
+
 
 def pdn(size: str, out_channels: int = 384, padding: bool = False) -> nn.Sequential:
     """Patch description network, small or medium (EfficientAD, Batzner et al.)."""
@@ -139,15 +141,31 @@ class EfficientADModel(nn.Module):
         x = images_bgr_uint8.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 
+    #: 'fp32' or 'bf16' (lib.precision): the three networks' convolutions; their outputs, the squared
+    #: differences, the quantile normalisation and the losses stay fp32
+    precision = "fp32"
+
+    def teacher_raw(self, x):
+        """The frozen teacher's output, float32 (before the channel normalisation)."""
+        with torch.no_grad(), autocast(self.precision, x.device):
+            return self.teacher(x).float()
+
     def teacher_features(self, x):
-        with torch.no_grad():
-            return (self.teacher(x) - self.t_mean) / self.t_std
+        return (self.teacher_raw(x) - self.t_mean) / self.t_std
+
+    def student_out(self, x):
+        with autocast(self.precision, x.device):
+            return self.student(x).float()
+
+    def ae_out(self, x, out_size):
+        with autocast(self.precision, x.device):
+            return self.ae(x, out_size).float()
 
     def raw_maps(self, x):
         """Unnormalised student-teacher and autoencoder maps at the PDN output resolution."""
         t = self.teacher_features(x)
-        s = self.student(x)
-        ae = self.ae(x, t.shape[-2:])
+        s = self.student_out(x)
+        ae = self.ae_out(x, t.shape[-2:])
         c = self.out_channels
         st = ((t - s[:, :c]) ** 2).mean(1, keepdim=True)
         st_ae = ((ae - s[:, c:]) ** 2).mean(1, keepdim=True)

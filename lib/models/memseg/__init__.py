@@ -44,6 +44,7 @@ class MemSegConfig:
     structure_grid: int = 8
     top_k_fraction: float = 100 / (256 * 256)  # image score: mean of the top 100 pixels at 256x256
     device: str = "auto"
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on native bf16 matrix units; lib.precision)
     seed: int = 0
 
 
@@ -70,6 +71,7 @@ class MemSeg(AnomalyModel):
         torch.manual_seed(self.config.seed)
         self.device = select_device(self.config.device)
         self.net = MemSegModel(self.config.memory_samples, self.config.top_k_fraction).to(self.device)
+        self.net.precision = self.config.precision
         self.backbone_description = "resnet18 (random init, no pretraining, as the paper)"
 
     def _t(self, images):

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.precision import autocast
+
 
 class CoordAttention(nn.Module):
     """Coordinate attention: channel attention factorised along height and width."""
@@ -110,10 +112,14 @@ class MemSegModel(nn.Module):
         x = images_bgr_uint8.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 
+    #: 'fp32' or 'bf16' (lib.precision): encoder, fusion and decoder; memory distances stay fp32
+    precision = "fp32"
+
     def encode(self, x):
+        """The frozen encoder's features (stem first), float32 whatever the precision."""
         self.encoder.eval()
-        with torch.no_grad():
-            return self.encoder(x)
+        with torch.no_grad(), autocast(self.precision, x.device):
+            return [f.float() for f in self.encoder(x)]
 
     @torch.no_grad()
     def calibrate_encoder(self, batches):
@@ -158,8 +164,10 @@ class MemSegModel(nn.Module):
         a1 = diffs[0].mean(1, keepdim=True) * F.interpolate(a2, size=diffs[0].shape[-2:], mode="bilinear")
         # as the reference implementation: the attention maps multiply the fused features as they are
         # (no per-image normalisation, which would make a defect-free image look as anomalous as any)
-        f1, f2, f3 = self.msff(fused_in, [a1, a2, a3])
-        return self.decoder(f1, f2, f3, stem, x.shape[-2:])
+        with autocast(self.precision, x.device):
+            f1, f2, f3 = self.msff(fused_in, [a1, a2, a3])
+            out = self.decoder(f1, f2, f3, stem, x.shape[-2:])
+        return out.float()  # softmax, focal loss and the score in fp32
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 4.0) -> torch.Tensor:

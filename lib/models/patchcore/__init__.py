@@ -35,6 +35,7 @@ class PatchCoreConfig:
         True  # False (the paper profile): refuse a backbone without pretrained weights
     )
     device: str = "auto"
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on native bf16 matrix units; lib.precision)
     seed: int = 0
 
 
@@ -62,6 +63,7 @@ class PatchCore(AnomalyModel):
             c.num_neighbors,
             c.blur_sigma,
         ).to(self.device)
+        self.net.extractor.precision = c.precision
         require_pretrained(self.net.extractor.info, c.allow_random_backbone, self.name)
         self.backbone_description = str(self.net.extractor.info)
 

@@ -50,6 +50,7 @@ class SimpleNetConfig:
         True  # False (the paper profile): refuse a backbone without pretrained weights
     )
     device: str = "auto"
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on native bf16 matrix units; lib.precision)
     seed: int = 0
 
 
@@ -81,6 +82,7 @@ class SimpleNet(AnomalyModel):
             c.xavier_init,
             c.blur_sigma,
         ).to(self.device)
+        self.net.extractor.precision = c.precision
         require_pretrained(self.net.extractor.info, c.allow_random_backbone, self.name)
         self.backbone_description = str(self.net.extractor.info)
         self.grid: tuple[int, int] | None = None
