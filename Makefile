@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 PROFILE ?= auto
 DATA_ROOT ?=
 EXECUTOR ?= auto
+PRECISION ?=
 STAMP  := $(VENV)/.installed
 # a new .venv takes 6.7 GB (the torch wheel carries CUDA libraries); no pip cache, so nothing twice
 NEED_GB ?= 7
@@ -26,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 env: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m lib run --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+	$(PY) -m lib run --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(if $(PRECISION),--precision $(PRECISION),)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

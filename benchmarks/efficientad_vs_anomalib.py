@@ -103,8 +103,25 @@ def main():
     from lib.models.export import OnnxPredictor, export_onnx
 
     onnx_s = OnnxPredictor(export_onnx(ours, Path(tempfile.mkdtemp()) / "efficientad_s.onnx"), args.threads)
+    from lib.precision import autocast, describe, module_precision
+
+    def ours_bf16(x):
+        with module_precision(ours.net, "bf16"):
+            return ours.predict(x)
+
+    def ano_bf16(x):  # anomalib under the same autocast: a fair comparison both ways
+        with autocast("bf16", "cpu"):
+            return ano_predict(x)
+
     ms = interleaved_median_ms(
-        {"ours": ours.predict, "ours (onnxruntime)": onnx_s.predict, "anomalib": ano_predict}, test
+        {
+            "ours": ours.predict,
+            "ours (onnxruntime)": onnx_s.predict,
+            "anomalib": ano_predict,
+            "ours bf16": ours_bf16,
+            "anomalib bf16": ano_bf16,
+        },
+        test,
     )
     ms_ours, ms_ano = ms["ours"], ms["anomalib"]
     memseg = make_model(
@@ -112,7 +129,16 @@ def main():
     )
     memseg.fit(train[:16])
     ms_memseg = median_ms(lambda x: memseg.predict(x), test)
+    from lib.config import cpu_description
+
+    print(f"{cpu_description()}; {describe()}")
     print(f"{len(test)} test images at {size[0]}x{size[1]}, batch 1, {args.threads} thread(s)")
+    b_ours, b_ano = ms["ours bf16"], ms["anomalib bf16"]
+    print(
+        f"bf16 autocast: ours {b_ours:.1f} ms/image, anomalib {b_ano:.1f} ms/image; ratios: ours bf16 / "
+        f"anomalib bf16 = {b_ours / b_ano:.2f}, ours bf16 / anomalib fp32 = {b_ours / ms_ano:.2f} (target <= 0.5); "
+        f"ours bf16 / ours fp32 = {b_ours / ms_ours:.2f}"
+    )
     print(f"ours EfficientAD-S: {ms_ours:.1f} ms/image; anomalib EfficientAd(small): {ms_ano:.1f} ms/image")
     print(f"latency ratio ours/anomalib = {ms_ours / ms_ano:.2f} (target <= 0.5)")
     ms_onnx = ms["ours (onnxruntime)"]

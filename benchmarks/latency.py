@@ -5,8 +5,10 @@
 
 For each model it loads the trained cell ``<model>/<view>/masked/seed0`` of the data root, takes the
 view's test crops as the line gives them (crop size, uint8 BGR) and times, image by image with the
-backends interleaved (warm-up excluded): ``torch`` (``model.predict``) and ``onnxruntime`` (the
-exported graph, ``lib.models.export``), both with the same thread count. Prints median and p95
+backends interleaved (warm-up excluded): ``torch`` fp32 and bf16 (``model.predict`` with the net's
+precision set, ``lib.precision``) and ``onnxruntime`` (the exported fp32 graph, ``lib.models.export``),
+all with the same thread count; each row states its GFLOP/s and the fraction of the CPU's peak in its
+precision (printed first, with the rule that gives it). Prints median and p95
 ms/image and, for torch, what share goes to pre-processing (ROI mask + resize + tensor), the network,
 the nearest-neighbour search (PatchCore) and post-processing (upsampling, blur, image score); checks
 that the two backends agree (largest relative difference of scores and maps). ``--paper-sizes`` also
@@ -30,6 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lib import precision as P  # noqa: E402
+from lib.config import cpu_description  # noqa: E402
 from lib.dataset.manifest import read_manifest  # noqa: E402
 from lib.fileio import read_image, write_csv  # noqa: E402
 from lib.masking import apply_roi  # noqa: E402
@@ -73,49 +77,98 @@ def preprocess(crop, roi, size):
     return torch.from_numpy(np.ascontiguousarray(resize_image(apply_roi(crop, roi), size))[None])
 
 
+def conv_gflop(model, x: torch.Tensor) -> float:
+    """FLOPs (2 x multiply-accumulates) of every Conv2d and Linear in one forward pass, in GFLOP: the
+    work that bounds CPU latency here, against which the peak fraction is stated."""
+    total = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total[0] += out.numel() * m.in_features
+
+    hooks = [
+        m.register_forward_hook(hook)
+        for m in model.net.modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+    ]
+    try:
+        with torch.inference_mode():
+            model.net.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return 2 * total[0] / 1e9
+
+
 def measure(model, crops, roi, onnx_path, threads, warmup=3) -> list[dict]:
+    """Median and p95 ms/image of torch fp32, torch bf16 and ONNX Runtime (fp32), interleaved image by
+    image; the torch fp32 stage split; each backend's largest difference from torch fp32; GFLOP/s and
+    the fraction of the CPU's peak (``lib.precision.peak_gflops``, all ``threads`` cores)."""
     ort = E.OnnxPredictor(E.export_onnx(model, onnx_path), threads)
-    times = {"torch": [], "onnxruntime": []}
+    net = model.net
+    backends = {
+        ("torch", "fp32"): lambda x: _at(net, "fp32", model.predict, x),
+        ("torch", "bf16"): lambda x: _at(net, "bf16", model.predict, x),
+        ("onnxruntime", "fp32"): ort.predict,
+    }
+    times = {k: [] for k in backends}
+    diffs = {k: [] for k in backends}
     prof, pre = [], []
-    diffs = []
     for i, crop in enumerate(crops):
         t0 = time.perf_counter()
         x = preprocess(crop, roi, model.input_size)
         t_pre = 1e3 * (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            a = model.predict(x.numpy())
-        t_torch = 1e3 * (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        b = ort.predict(x.numpy())
-        t_ort = 1e3 * (time.perf_counter() - t0)
+        outs = {}
+        for key, fn in backends.items():
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                outs[key] = fn(x.numpy())
+            if i >= warmup:
+                times[key].append(t_pre + 1e3 * (time.perf_counter() - t0))
         if i >= warmup:
-            times["torch"].append(t_pre + t_torch)
-            times["onnxruntime"].append(t_pre + t_ort)
             pre.append(t_pre)
-            prof.append(stages(model, x))
-            diffs.append(E.parity(a, b))
+            with P.module_precision(net, "fp32"):
+                prof.append(stages(model, x))
+            for key in backends:
+                diffs[key].append(E.parity(outs[("torch", "fp32")], outs[key]))
+    with P.module_precision(net, "fp32"):
+        gflop = conv_gflop(model, preprocess(crops[0], roi, model.input_size))
+    peak = P.peak_gflops()
     rows = []
     p = pd.DataFrame(prof).median()
     total = float(np.median(pre)) + float(p.sum())
-    for backend, ts in times.items():
+    for (backend, prec), ts in times.items():
+        med = float(np.median(ts))
+        cores_peak = peak[f"{prec}_gflops"] * threads
+        achieved = gflop / (med / 1e3)
         row = {
             "model": model.name,
             "input": f"{model.input_size[0]}x{model.input_size[1]}",
             "backend": backend,
+            "precision": prec,
             "threads": threads,
-            "median_ms": round(float(np.median(ts)), 2),
+            "median_ms": round(med, 2),
             "p95_ms": round(float(np.percentile(ts, 95)), 2),
             "images": len(ts),
+            "conv+linear GFLOP": round(gflop, 2),
+            "GFLOP/s": round(achieved, 1),
+            "% of peak": round(100 * achieved / cores_peak, 1) if cores_peak > 0 else "no native unit",
         }
-        if backend == "torch":
+        if (backend, prec) == ("torch", "fp32"):
             row["pre-processing %"] = round(100 * float(np.median(pre)) / total, 1)
             parts = ", ".join(f"{k} {100 * float(v) / total:.0f}%" for k, v in p.items() if v > 0)
             row["stages (share of median)"] = parts
         else:
-            row["max rel. diff vs torch"] = f"{max(max(d.values()) for d in diffs):.1e}"
+            row["max rel. diff vs torch fp32"] = f"{max(max(d.values()) for d in diffs[(backend, prec)]):.1e}"
         rows.append(row)
     return rows
+
+
+def _at(net, precision, fn, x):
+    with P.module_precision(net, precision):
+        return fn(x)
 
 
 def main() -> int:
@@ -129,6 +182,12 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="CSV (default <data root>/tables/latency.csv)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    peak = P.peak_gflops()
+    print(
+        f"{cpu_description()}\n{P.describe()}\npeak per core at {peak['ghz']:.2f} GHz: fp32 "
+        f"{peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s ({peak['rule']})",
+        flush=True,
+    )
     root = Path(args.data_root)
     manifest = read_manifest(root / "data_manifest.csv")
     test = select(manifest, args.view, "test").iloc[: args.images + 3]
@@ -143,7 +202,7 @@ def main() -> int:
             continue
         model = AnomalyModel.load(cell_dir(root / "results", cell) / "checkpoint")
         rows += measure(model, crops, roi, tmp / f"{name}.onnx", args.threads)
-        print(pd.DataFrame(rows[-2:]).to_string(index=False), flush=True)
+        print(pd.DataFrame(rows[-3:]).to_string(index=False), flush=True)
         if args.paper_sizes:  # Table 3's input size; tiny training budgets (latency only)
             paper = make_model(name, None, **REGISTRY[name].quick_fit)
             train = load_images(
@@ -151,7 +210,7 @@ def main() -> int:
             )
             paper.fit(train, train[:2])
             rows += measure(paper, crops[:13], roi, tmp / f"{name}-paper.onnx", args.threads)
-            print(pd.DataFrame(rows[-2:]).to_string(index=False), flush=True)
+            print(pd.DataFrame(rows[-3:]).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     table["GPU median ms"] = "not measured (no GPU lent)"
     out = Path(args.out) if args.out else root / "tables" / "latency.csv"

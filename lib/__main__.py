@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ def _data_root(args) -> Path:
 def cmd_run(args) -> int:
     from lib.workbook import run_workbook
 
+    if args.precision:  # reaches the grid workers and the notebook kernels, which read the profile anew
+        from lib.config import PRECISION_ENV
+
+        os.environ[PRECISION_ENV] = args.precision
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     models = [s.strip() for s in args.models.split(",")] if args.models else None
     extra = {}
@@ -106,6 +111,7 @@ def cmd_inspect(args) -> int:
         alerts_config=args.alerts,
         overlays=args.overlays,
         backend=args.backend,
+        precision=args.precision,
     )
     print(json.dumps(summary))
     return 0
@@ -194,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", default=None, help="ray executor: join this cluster (default: local)")
     run.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray executor: GPUs declared per cell")
     run.add_argument("--models", default=None, help="comma-separated grid models (default: all)")
+    run.add_argument(
+        "--precision",
+        default=None,
+        choices=["fp32", "bf16", "auto"],
+        help="the models' precision for this run (default: the profile's, auto; lib/precision.py)",
+    )
     rd = sub.add_parser(
         "readme-results", help="copy runs/<profile>/results.md into the README's results block"
     )
@@ -227,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--mqtt", default=None, help="HOST:PORT: publish verdicts and alerts")
     ins.add_argument("--alerts", default=None, help="alert rules (TOML); default the bundle's")
     ins.add_argument("--overlays", default="all", choices=["all", "anomalous", "none"])
+    ins.add_argument(
+        "--precision",
+        default=None,
+        choices=["fp32", "bf16", "auto"],
+        help="torch backend: inference precision (default: each model's own, as trained and calibrated)",
+    )
     ins.add_argument(
         "--backend",
         default="torch",

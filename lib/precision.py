@@ -114,6 +114,59 @@ def module_precision(module, precision: str):
         restore_module_precision(module, before)
 
 
+def _cpuinfo_field(name: str) -> str:
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return ""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def peak_gflops(
+    flags=None, vendor: str | None = None, family: int | None = None, mhz: float | None = None
+) -> dict:
+    """Physical peak per core at the nominal clock (``cpu MHz``), in GFLOP/s, and the rule it used.
+
+    fp32: FLOP per cycle of the FMA units: 64 for AVX-512 on Intel (two 512-bit FMA), 32 for AVX-512 on
+    AMD Zen 4 (family 25: 512-bit ops run as two 256-bit halves on two 256-bit FMA pipes) and for
+    AVX2 + FMA, 8 otherwise. bf16: 1024 with AMX (TDPBF16PS, 16x16x32 per 16 cycles), twice the fp32
+    rate with AVX-512 BF16 (VDPBF16PS: two bf16 products per fp32 lane), none without either (emulated).
+    A turbo clock above ``cpu MHz`` raises both; the ratios hold."""
+    f = cpu_flags() if flags is None else flags
+    vendor = _cpuinfo_field("vendor_id") if vendor is None else vendor
+    if family is None:
+        fam = _cpuinfo_field("cpu family")
+        family = int(fam) if fam.isdigit() else 0
+    if mhz is None:
+        try:
+            mhz = float(_cpuinfo_field("cpu MHz") or "nan")
+        except ValueError:
+            mhz = float("nan")
+    if "avx512f" in f:
+        fp32 = 32 if vendor == "AuthenticAMD" and family == 25 else 64
+    elif "avx2" in f and "fma" in f:
+        fp32 = 32
+    else:
+        fp32 = 8
+    if "amx_bf16" in f:
+        bf16, bf16_rule = 1024, "AMX tiles"
+    elif "avx512_bf16" in f:
+        bf16, bf16_rule = 2 * fp32, "AVX-512 BF16 dot products (2x fp32)"
+    else:
+        bf16, bf16_rule = 0, "none (bf16 emulated)"
+    ghz = mhz / 1000.0
+    return {
+        "ghz": ghz,
+        "fp32_flop_per_cycle": fp32,
+        "bf16_flop_per_cycle": bf16,
+        "fp32_gflops": fp32 * ghz,
+        "bf16_gflops": bf16 * ghz,
+        "rule": f"fp32 {fp32} FLOP/cycle ({vendor or 'unknown vendor'}, family {family}); bf16: {bf16_rule}",
+    }
+
+
 def describe(flags: frozenset[str] | None = None) -> str:
     """One line: the CPU's bf16-relevant flags and what ``auto`` picks on it (for a model that allows it)."""
     f = cpu_flags() if flags is None else flags

@@ -289,13 +289,17 @@ def _summary_sections(data_root, profile: str | None) -> list[str]:
     parts.append(f"<details><summary>Glossary</summary><dl>{gloss}</dl></details>")
     if profile is not None and data_root is not None:
         from lib.config import cpu_description, load_profile
+        from lib.precision import describe as describe_precision
 
         diff = differences_table(data_root, load_profile(profile))
         if diff is not None:
             parts.append(
                 "<h2 id='differences'>How this run differs from the paper</h2><p>Profile "
                 f"<code>{html.escape(profile)}</code> on {html.escape(cpu_description())}; the paper: an RTX "
-                "3090 at Table 3's settings, 3 seeds. Every setting that departs from Table 3: "
+                "3090 at Table 3's settings, 3 seeds. Precision: "
+                + html.escape(describe_precision())
+                + " (per model below; bf16 only for models whose parity held, README 'Precision'). "
+                "Every setting that departs from Table 3: "
                 "<code>python -m lib deviations --profile "
                 + html.escape(profile)
                 + "</code>.</p>"

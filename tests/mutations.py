@@ -478,6 +478,46 @@ MUTATIONS = [
         "if whole:",
         ("tests/test_display.py",),
     ),
+    Mutation(
+        "auto-bf16-ignores-the-model-parity",
+        "precision auto picks bf16 for a model whose parity missed",
+        "lib/precision.py",
+        'return "bf16" if model_allows and native_bf16(device, flags) else "fp32"',
+        'return "bf16" if native_bf16(device, flags) else "fp32"',
+        ("tests/test_precision.py", "-k", "auto_picks or concrete"),
+    ),
+    Mutation(
+        "backbone-ignores-the-precision",
+        "the feature extractor runs fp32 whatever the precision",
+        "lib/models/backbones.py",
+        "with autocast(self.precision, x.device):",
+        'with autocast("fp32", x.device):',
+        ("tests/test_precision.py", "-k", "convolutions_in_bf16 and patchcore"),
+    ),
+    Mutation(
+        "precision-left-out-of-the-identity",
+        "a bf16 cell counts as current for an fp32 request",
+        "lib/identity.py",
+        'if values.get("precision") == "fp32":',
+        'if "precision" in values:',
+        ("tests/test_precision.py", "-k", "reruns or before_the_setting"),
+    ),
+    Mutation(
+        "onnx-export-traces-bf16",
+        "the ONNX graph is traced at the model's bf16",
+        "lib/models/export.py",
+        'module_precision(module, "fp32"),',
+        'module_precision(module, module.precision),',
+        ("tests/test_precision.py", "-k", "onnx"),
+    ),
+    Mutation(
+        "efficientad-inference-copy-keeps-its-old-precision",
+        "EfficientAD's channels-last copy does not follow the net's precision",
+        "lib/models/efficientad/__init__.py",
+        "        self._infer.precision = self.net.precision",
+        "        pass",
+        ("tests/test_precision.py", "-k", "convolutions_in_bf16 and efficientad"),
+    ),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 if len(BY_NAME) != len(MUTATIONS):

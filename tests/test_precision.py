@@ -180,9 +180,11 @@ def test_onnx_export_traces_fp32_and_restores_the_precision(tmp_path):
     model = make_model("efficientad_s", None, **cls.quick_fit, input_size=(64, 48), precision="bf16")
     model.fit(toy_images(6, 0))
     traced = []
-    hook = model.net.student[0].register_forward_pre_hook(lambda _m, args: traced.append(args[0].dtype))
+    convs = [m for m in model.net.student.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [c.register_forward_pre_hook(lambda _m, args: traced.append(args[0].dtype)) for c in convs]
     export_onnx(model, tmp_path / "m.onnx")
-    hook.remove()
+    for h in hooks:
+        h.remove()
     assert (tmp_path / "m.onnx").is_file() and set(traced) == {torch.float32}
     assert model.net.precision == "bf16"
 

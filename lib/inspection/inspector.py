@@ -72,9 +72,12 @@ class Inspector:
         max_gap=None,
         backend: str = "torch",
         threads: int | None = None,
+        precision: str | None = None,
     ):
         """``backend="onnxruntime"``: each view's model is exported to ONNX (into a temporary folder; the
-        bundle is never modified) and run under ONNX Runtime -- faster at the quick sizes on this CPU."""
+        bundle is never modified) and run under ONNX Runtime -- faster at the quick sizes on this CPU.
+        ``precision`` (torch backend): None runs each model at the precision it was trained and
+        calibrated at (its checkpoint's); fp32 | bf16 | auto overrides the inference precision."""
         if overlays not in ("all", "anomalous", "none"):
             raise ValueError(f"overlays must be 'all', 'anomalous' or 'none', got {overlays!r}")
         d = Path(bundle_dir)
@@ -96,6 +99,13 @@ class Inspector:
                     f"{d / v / 'template.png'}: size {template.shape[1::-1]}, bundle says {self.crop_size}"
                 )
             model = AnomalyModel.load(d / v / "model")
+            if precision is not None and hasattr(model, "net"):
+                from lib.precision import resolve, set_module_precision
+
+                chosen = resolve(
+                    precision, str(getattr(model, "device", "cpu")), model_allows=type(model).auto_bf16
+                )
+                set_module_precision(model.net, chosen)
             if backend != "torch":
                 import tempfile
 
@@ -316,6 +326,7 @@ def run_inspection(
     progress: bool = True,
     max_frames: int | None = None,
     backend: str = "torch",
+    precision: str | None = None,
 ) -> dict:
     """Inspect ``source`` with the bundle; write ``verdicts.jsonl``, ``alerts.jsonl`` and overlays to
     ``out_dir`` (one JSON line per underbody / alert, appended as they happen); return a summary."""
@@ -324,7 +335,7 @@ def run_inspection(
     from lib.fileio import ensure_writable_dir
 
     out = ensure_writable_dir(out_dir, "inspection output folder")
-    insp = Inspector(bundle_dir, out, overlays, alerts_config, backend=backend)
+    insp = Inspector(bundle_dir, out, overlays, alerts_config, backend=backend, precision=precision)
     publisher = None
     if mqtt:
         from lib.inspection.mqtt import Publisher
