@@ -507,7 +507,7 @@ MUTATIONS = [
         "the ONNX graph is traced at the model's bf16",
         "lib/models/export.py",
         'module_precision(module, "fp32"),',
-        'module_precision(module, module.precision),',
+        "module_precision(module, module.precision),",
         ("tests/test_precision.py", "-k", "onnx"),
     ),
     Mutation(
