@@ -11,8 +11,10 @@ model (view-averaged, then per view):
   (target: |difference| <= 0.01 each);
 - the largest anomaly-map difference relative to the fp32 map's range (test images, model resolution);
 - Spearman correlation of the image scores;
-- ``infer only``: the fp32-trained model predicting in bf16 (same weights), the same three numbers, so
-  that training and inference effects are told apart;
+- ``infer only``: the fp32-trained model predicting in bf16 (same weights): image AUROC difference,
+  map difference and Spearman, so that training and inference effects are told apart;
+- with ``--seed-floor``: the fp32 cell trained again with seed 1, and its AUROC change: training noise
+  alone, the floor against which a trained model's bf16 difference is read;
 - fit seconds and median per-image latency (batch 1) in each precision, and their ratios.
 
 A model meets the target when both AUROC differences are within 0.01 in every view; only those get
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib.config import cpu_description, load_profile  # noqa: E402
 from lib.dataset.manifest import read_manifest  # noqa: E402
 from lib.evaluate import evaluate as ev  # noqa: E402
+from lib.evaluate.metrics import roc_auc  # noqa: E402
 from lib.models import GRID_MODELS, REGISTRY, make_model  # noqa: E402
 from lib.models.data import load_images, select  # noqa: E402
 from lib.models.train import run_cell  # noqa: E402
@@ -70,7 +73,7 @@ def agreement(s32, m32, s16, m16) -> dict:
     return {"map_diff_rel": float(np.abs(m32 - m16).max() / span), "spearman": float(rho)}
 
 
-def one_cell(name, view, masked, profile, root, manifest, stores) -> dict:
+def one_cell(name, view, masked, profile, root, manifest, stores, seed_floor=False) -> dict:
     cls = REGISTRY[name]
     cell = Cell(name, view, masked, 0)
     row = {"model": name, "viewpoint": view, "variant": "masked" if masked else "raw"}
@@ -100,6 +103,18 @@ def one_cell(name, view, masked, profile, root, manifest, stores) -> dict:
         s16, m16 = models["fp32"].predict(images)
     inf = agreement(s32, m32, s16, m16)
     row["infer_map_diff_rel"], row["infer_spearman"] = inf["map_diff_rel"], inf["spearman"]
+    y = (test_rows.label == "anomalous").to_numpy()
+    row["d_infer_image_auroc"] = roc_auc(y, s16) - roc_auc(y, s32)
+    if seed_floor:  # fp32 again with training seed 1: how far training noise alone moves the AUROCs
+        seeded = cls.seed_overrides(1)
+        if seeded:
+            model = make_model(
+                name, profile, **{**cls.cell_overrides(profile, root, 0), **seeded}, precision="fp32"
+            )
+            run_cell(model, root, manifest, cell, stores["seed1"], progress=False)
+            other = test_metrics(root, stores["seed1"], cell, manifest)
+            for level in ("image", "pixel"):
+                row[f"d_seed_{level}_auroc"] = other[f"{level}_auroc"] - row[f"{level}_auroc_fp32"]
     return row
 
 
@@ -111,6 +126,12 @@ def main(argv=None) -> int:
     ap.add_argument("--views", default="front,center,back")
     ap.add_argument("--variant", choices=("raw", "masked"), default="masked")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--seed-floor",
+        action="store_true",
+        help="also train fp32 with seed 1: the AUROC change training noise alone makes (the floor a "
+        "trained model's bf16 difference is read against)",
+    )
     ap.add_argument("--out", help="write the per-view rows here (CSV)")
     args = ap.parse_args(argv)
     import torch
@@ -130,11 +151,13 @@ def main(argv=None) -> int:
     print(cpu_description(), "|", describe(), f"| torch threads {torch.get_num_threads()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="precision-") as tmp:
-        stores = {p: Path(tmp) / p for p in ("fp32", "bf16")}
+        stores = {p: Path(tmp) / p for p in ("fp32", "bf16", "seed1")}
         for name in models:
             for view in args.views.split(","):
                 t0 = time.perf_counter()
-                row = one_cell(name, view, args.variant == "masked", profile, root, manifest, stores)
+                row = one_cell(
+                    name, view, args.variant == "masked", profile, root, manifest, stores, args.seed_floor
+                )
                 rows.append(row)
                 print(
                     f"{name:<14} {view:<7} image AUROC {row['image_auroc_fp32']:.3f} -> {row['image_auroc_bf16']:.3f}, "
@@ -157,6 +180,11 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for name, g in table.groupby("model", sort=False):
         worst = max(g.d_image_auroc.abs().max(), g.d_pixel_auroc.abs().max())
+        floor = (
+            f"{g.d_seed_image_auroc.abs().max():.3f} / {g.d_seed_pixel_auroc.abs().max():.3f}"
+            if "d_seed_image_auroc" in g and g.d_seed_image_auroc.notna().any()
+            else "no training seed"
+        )
         out.append(
             {
                 "model": name,
@@ -165,7 +193,11 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                 "largest abs Δ AUROC (any view)": f"{worst:.4f}",
                 "max map diff / range": f"{g.map_diff_rel.max():.3g}",
                 "Spearman (min)": f"{g.spearman.min():.4f}",
-                "infer-only map diff / Spearman": f"{g.infer_map_diff_rel.max():.3g} / {g.infer_spearman.min():.4f}",
+                "infer-only: max abs Δ image AUROC, map diff, Spearman": (
+                    f"{g.d_infer_image_auroc.abs().max():.4f}, {g.infer_map_diff_rel.max():.3g}, "
+                    f"{g.infer_spearman.min():.4f}"
+                ),
+                "seed 1 vs 0 (fp32): max abs Δ image / pixel AUROC": floor,
                 "fit s fp32 → bf16": f"{g.fit_s_fp32.sum():.0f} → {g.fit_s_bf16.sum():.0f} ({g.fit_s_bf16.sum() / g.fit_s_fp32.sum():.2f}×)",
                 "latency ms fp32 → bf16": f"{g.ms_fp32.median():.1f} → {g.ms_bf16.median():.1f} ({g.ms_bf16.median() / g.ms_fp32.median():.2f}×)",
                 "parity (≤ 0.01)": "met" if worst <= TARGET else "missed",
