@@ -146,7 +146,9 @@ def main():
         f"ours EfficientAD-S under ONNX Runtime: {ms_onnx:.1f} ms/image, ratio {ms_onnx / ms_ano:.2f} (target <= 0.5)"
     )
     x = torch.zeros(1, 3, *size[::-1])
-    g_ours, g_ano = conv_gmac(ours.net, x), conv_gmac(ano, x)
+    # our net's forward takes what predict gets (uint8 BGR, N x H x W x 3); anomalib's a float NCHW tensor
+    g_ours = conv_gmac(ours.net, torch.zeros(1, *size[::-1], 3, dtype=torch.uint8))
+    g_ano = conv_gmac(ano, x)
     print(
         f"convolution work per image: ours {g_ours:.1f} GMAC, anomalib {g_ano:.1f} GMAC; "
         f"achieved {2 * g_ours / ms_ours * 1e3:.1f} vs {2 * g_ano / ms_ano * 1e3:.1f} GFLOP/s (fp32) "

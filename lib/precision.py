@@ -173,11 +173,15 @@ def describe(flags: frozenset[str] | None = None) -> str:
     shown = [
         x for x in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8") if x in f
     ]
-    pick = resolve("auto", "cpu", f)
+    pick = (
+        "bf16 for models whose parity held (auto_bf16), else fp32"
+        if resolve("auto", "cpu", f) == "bf16"
+        else "fp32"
+    )
     if "amx_bf16" in f:
         units = "AMX bf16 matrix units"
     elif "avx512_bf16" in f:
         units = "AVX-512 BF16 dot products, no AMX"
     else:
         units = "no native bf16 (emulated: slower than fp32)"
-    return f"CPU flags {', '.join(shown) or 'none of avx512f/avx512_bf16/amx'}: {units}; auto -> {pick}"
+    return f"CPU flags {', '.join(shown) or 'none of avx512f/avx512_bf16/amx'}: {units}; auto: {pick}"

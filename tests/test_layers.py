@@ -14,7 +14,7 @@ LIB = Path(__file__).resolve().parents[1] / "lib"
 
 #: bottom to top; each layer may import itself and the layers below it
 LAYERS = (
-    ("foundation", ("lib.config", "lib.fileio", "lib.parallel", "lib.plots")),
+    ("foundation", ("lib.config", "lib.display", "lib.fileio", "lib.parallel", "lib.plots", "lib.precision")),
     ("acquire", ("lib.acquire",)),
     ("extract", ("lib.extract",)),
     ("masking", ("lib.masking",)),

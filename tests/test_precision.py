@@ -34,7 +34,11 @@ def test_auto_picks_bf16_only_on_native_units_and_for_models_whose_parity_held()
     assert P.resolve("bf16", "cpu", AVX2) == "bf16" and P.resolve("fp32", "cpu", AMX) == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         P.resolve("fp16")
-    assert "auto -> fp32" in P.describe(AVX2) and "AMX bf16 matrix units" in P.describe(AMX)
+    assert (
+        "auto: fp32" in P.describe(AVX2)
+        and "auto: bf16 for models" in P.describe(AVX512_BF16)
+        and "AMX bf16 matrix units" in P.describe(AMX)
+    )
 
 
 def test_configs_carry_a_concrete_precision(monkeypatch):
