@@ -518,6 +518,14 @@ MUTATIONS = [
         "        pass",
         ("tests/test_precision.py", "-k", "convolutions_in_bf16 and efficientad"),
     ),
+    Mutation(
+        "patchcore-distances-in-bf16",
+        "PatchCore's nearest-neighbour distances computed from bf16-rounded features and memory",
+        "lib/models/patchcore/torch_model.py",
+        "dist, idx = nearest(emb, self.memory_bank, k=1)",
+        "dist, idx = nearest(emb.bfloat16().float(), self.memory_bank.bfloat16().float(), k=1)",
+        ("tests/test_precision.py", "-k", "smoke_size and patchcore"),
+    ),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 if len(BY_NAME) != len(MUTATIONS):

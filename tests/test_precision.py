@@ -106,10 +106,18 @@ def test_bf16_runs_the_convolutions_in_bf16_and_returns_fp32(name):
     assert _conv_input_dtypes(model, lambda: model.predict(test)) == {torch.float32}  # restored
 
 
+#: models whose quick_fit finds the toy defects (fp32 image and pixel AUROC >= 0.95): only there does an
+#: AUROC comparison say anything; SimpleNet (1 meta epoch) and MemSeg (2 iterations) are not trained enough
+DETECTING = ("patchcore", "efficientad_s")
+
+
 @pytest.mark.parametrize("name", DEEP)
 def test_parity_at_smoke_size(name):
-    """Same weights, bf16 inference: the toy defects are found as well (image and pixel AUROC within
-    0.01 of fp32) and the score order barely moves."""
+    """Same weights, bf16 inference: maps within 5 % of the fp32 map's range (measured 0.6-3.2 %), image
+    scores in nearly the same order (Spearman >= 0.95; measured 0.976-1); for the models that find the
+    toy defects, image and pixel AUROC within 0.01 of fp32's."""
+    from scipy.stats import spearmanr
+
     cls = REGISTRY[name]
     train = toy_images(12, 0)
     normal, defect = toy_images(4, 1), toy_images(4, 2, defect=True)
@@ -122,10 +130,13 @@ def test_parity_at_smoke_size(name):
     s32, m32 = model.predict(test)
     with P.module_precision(model.net, "bf16"):
         s16, m16 = model.predict(test)
-    assert abs(M.roc_auc(y, s32) - M.roc_auc(y, s16)) <= 0.01
-    px = [M.PixelScores(list(gt), list(m)).auroc() for m in (m32, m16)]
-    assert abs(px[0] - px[1]) <= 0.01
-    assert np.abs(m32 - m16).max() < np.ptp(m32)  # same scale, not a different map
+    assert np.abs(m32 - m16).max() <= 0.05 * np.ptp(m32)
+    assert spearmanr(s32, s16).statistic >= 0.95
+    if name in DETECTING:
+        img = [M.roc_auc(y, s) for s in (s32, s16)]
+        px = [M.PixelScores(list(gt), list(m)).auroc() for m in (m32, m16)]
+        assert min(img[0], px[0]) >= 0.95  # the fp32 model does find the defects
+        assert abs(img[0] - img[1]) <= 0.01 and abs(px[0] - px[1]) <= 0.01
 
 
 def test_bf16_training_runs_and_is_recorded(built, tmp_path):
