@@ -199,7 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--ray-address", default=None, help="ray executor: join this cluster (default: local)")
     run.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray executor: GPUs declared per cell")
-    run.add_argument("--models", default=None, help="comma-separated grid models (default: all)")
+    run.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated grid models (default: the profile's grid_models); '+name' adds to them, "
+        "e.g. --models +efficientad_m",
+    )
     run.add_argument(
         "--precision",
         default=None,

@@ -48,8 +48,18 @@ class Profile:
     #: the models' precision, fp32 | bf16 | auto (bf16 only on native bf16 matrix units; lib.precision).
     #: ``python -m lib run --precision`` overrides it for one run (through SEALANT_PRECISION).
     precision: str = "auto"
+    #: the grid's models, in table order; None: every model of ``lib.models.GRID_MODELS``. ``python -m lib
+    #: run --models`` replaces the list, or adds to it with a leading '+' (``lib.models.run_models``).
+    grid_models: tuple | None = None
 
     def __post_init__(self) -> None:
+        if self.grid_models is not None and (
+            not self.grid_models or not all(isinstance(m, str) and m for m in self.grid_models)
+        ):  # the names are checked against GRID_MODELS by lib.models.run_models (no torch import here)
+            raise ValueError(
+                f"profile {self.name!r}: grid_models must be a non-empty list of model names, "
+                f"got {self.grid_models!r}"
+            )
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(
                 f"profile {self.name!r}: precision must be fp32, bf16 or auto, got {self.precision!r}"
@@ -138,10 +148,18 @@ def shown_path(path) -> str:
         return "…/" + "/".join(p.parts[-2:])
 
 
-def cpu_description(cpuinfo: str | None = None) -> str:
+def available_cores() -> int:
+    """The CPU cores this process may run on (``taskset -c 0 make run``: 1), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_description(cpuinfo: str | None = None, cores: int | None = None) -> str:
     """'AMD EPYC 9454 (2 cores; AVX-512, avx512_bf16, no AMX)': the CPU line every timing carries, from
-    ``/proc/cpuinfo`` (or the text given); machines of one core count differ by 1.5x in speed."""
-    import os
+    ``/proc/cpuinfo`` (or the text given) and the cores this process may use; machines of one core
+    count differ by 1.5x in speed."""
     import platform
 
     if cpuinfo is None:
@@ -158,8 +176,9 @@ def cpu_description(cpuinfo: str | None = None) -> str:
     units = ["AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")]
     units += [f for f in ("avx512_bf16", "avx512_vnni") if f in flags]
     units.append("AMX" if {"amx_bf16", "amx_tile"} <= flags else "no AMX")
-    cores = os.cpu_count() or 1
-    return f"{name or platform.processor() or platform.machine()} ({cores} cores; {', '.join(units)})"
+    cores = cores or available_cores()
+    count = f"{cores} core{'s' if cores != 1 else ''}"
+    return f"{name or platform.processor() or platform.machine()} ({count}; {', '.join(units)})"
 
 
 def resolve_profile_name(name: str) -> str:
@@ -189,6 +208,7 @@ def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
     row["grid_seeds"] = tuple(row.get("grid_seeds", (0,)))
     row.setdefault("normals_per_view", None)
     row.setdefault("precision", "auto")
+    row["grid_models"] = tuple(row["grid_models"]) if "grid_models" in row else None
     if os.environ.get(PRECISION_ENV):  # a run's --precision, seen by its grid workers and notebooks
         row["precision"] = os.environ[PRECISION_ENV]
     missing = fields - set(row)

@@ -230,8 +230,27 @@ def _exit_description(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+#: what every cell's worker imports before its notebook starts (papermill's kernel client and nbconvert's
+#: HTML exporter: ~2 s of a cell's ~10 s overhead on our 2-core machine, docs/timings.md); no numpy,
+#: torch or OpenCV, whose thread pools must not be forked
+WORKER_PRELOAD = ("papermill", "nbconvert", "nbformat")
+
+
+def worker_context():
+    """Cells' processes come from a fork server that has imported ``WORKER_PRELOAD`` once, so each cell
+    starts without paying for those imports; still one fresh process per cell (a crash fails that cell
+    only). Where there is no fork server (Windows): spawned processes."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(WORKER_PRELOAD))
+    return ctx
+
+
 class ProcessExecutor:
-    """One spawned process per cell, at most ``workers`` at a time.
+    """One fresh process per cell (``worker_context``), at most ``workers`` at a time.
 
     A process per cell (not a pool) isolates crashes: a worker killed mid-cell (out of memory, a
     segfault, ``kill -9``) fails that cell only, reported as ``{"crashed": ...}``, and the other
@@ -242,20 +261,20 @@ class ProcessExecutor:
     name = "process"
 
     def __init__(self, workers: int | None = None, threads: int | None = None):
-        import os
 
-        workers = workers or os.cpu_count() or 1
+        from lib.config import available_cores
+
+        workers = workers or available_cores()
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads or max(1, available_cores() // workers)
 
     def map_unordered(self, fn, items, log_for=None, after=None):
         """``after[i]``: indices of items that must finish before item ``i`` starts (in any state)."""
-        import multiprocessing
         from multiprocessing.connection import wait
 
-        ctx = multiprocessing.get_context("spawn")
+        ctx = worker_context()
         items = list(items)
         after = after or [set() for _ in items]
         pending, running, finished = list(range(len(items))), {}, set()
@@ -329,15 +348,15 @@ class RayExecutor:
 def make_executor(kind: str = "sequential", **kwargs):
     """``auto``: one process per CPU core when there is no GPU (cells are small), else sequential."""
     if kind == "auto":
-        import os
-
         import torch
+
+        from lib.config import available_cores
 
         if torch.cuda.is_available():
             kind = "sequential"
         else:
             kind = "process"
-            kwargs.setdefault("workers", os.cpu_count() or 1)
+            kwargs.setdefault("workers", available_cores())
     if kind == "sequential":
         return SequentialExecutor()
     if kind == "process":

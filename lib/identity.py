@@ -38,10 +38,16 @@ def file_identity(path) -> str:
     return _FILE_HASHES[key]
 
 
+#: config keys added after checkpoints were written, with the value those checkpoints ran at: a checkpoint
+#: without the key loads at that value, and a config at that value keeps the identity it had before the key
+LEGACY_DEFAULTS = {"precision": "fp32", "padding": False}
+
+
 def config_identity(config) -> str:
     values = dataclasses.asdict(config)
-    if values.get("precision") == "fp32":  # configs from before the field ran fp32: their cells stay current
-        values.pop("precision")
+    for key, old in LEGACY_DEFAULTS.items():  # fields added later, at the value cells before them ran
+        if key in values and values[key] == old:  # with: those cells stay current
+            values.pop(key)
     for name in FILE_FIELDS:
         if values.get(name):
             values[name] = {"sha256": file_identity(values[name])}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 
 from tqdm.auto import tqdm
@@ -11,7 +10,9 @@ from tqdm.auto import tqdm
 
 def default_workers() -> int:
     """Up to 2 processes: the data stages are light enough that more cores add little."""
-    return max(1, min(2, os.cpu_count() or 1))
+    from lib.config import available_cores
+
+    return max(1, min(2, available_cores()))
 
 
 def ordered_map(

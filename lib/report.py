@@ -64,6 +64,17 @@ def differences_table(data_root: Path, profile):
                 "precision": meta.get("precision", "fp32"),
             }
         )
+    run = {c.model for c in cells}
+    for name in [m for m in PAPER_NAMES if m not in run and m != "baseline"] if rows else []:
+        rows.append(
+            {
+                **dict.fromkeys(rows[0], "—"),
+                "model": PAPER_NAMES[name],
+                "input size (Table 3)": "not run in this profile",
+                "training budget (ours / Table 3)": f"python -m lib run --models +{name} adds it",
+                "Table 3 backbone": REGISTRY[name].table3_backbone,
+            }
+        )
     return pd.DataFrame(rows) if rows else None
 
 

@@ -60,10 +60,11 @@ def _run_training_grid(
     (grid result dict, executor)."""
     from lib.config import load_profile
     from lib.dataset.manifest import read_manifest
-    from lib.grid import expected_identities, grid_models, make_executor, plan_grid, run_grid
+    from lib.grid import expected_identities, make_executor, plan_grid, run_grid
+    from lib.models import run_models
 
     prof = load_profile(name)
-    cells = plan_grid(models or grid_models(), viewpoints, variants, prof.grid_seeds)
+    cells = plan_grid(run_models(prof, models), viewpoints, variants, prof.grid_seeds)
     ex = make_executor(executor, **kw)
     if ex.name != "process":  # a process pool prepares them as tasks of the grid
         prepare_shared(prof, data, {c.model for c in cells})

@@ -79,6 +79,7 @@ def test_cpu_description_names_the_matrix_units():
     d = cpu_description(amx)
     assert d.startswith("Intel Xeon 8480 (") and "AVX-512, avx512_bf16" in d and "no AMX" not in d
     assert d.endswith("AMX)")
+    assert "(1 core;" in cpu_description(amx, cores=1)  # taskset -c 0: the cores this run may use
     plain = cpu_description("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
     assert "AVX2" in plain and "no AMX" in plain and "avx512" not in plain
 
@@ -87,6 +88,48 @@ def test_budget_line_sets_a_profile_against_table_3():
     from lib.models import budget_line
 
     quick = config.load_profile("quick")
-    assert budget_line("efficientad_m", quick).startswith("112×64 (Table 3: 256×256), 40 / 70,000 iterations")
+    assert budget_line("efficientad_m", quick).startswith("113×65 (Table 3: 256×256), 40 / 70,000 iterations")
     assert budget_line("patchcore", quick) == "212×120 (Table 3: 848×480), no gradient training"
     assert budget_line("memseg") == "256×256, 15,000 / 15,000 iterations"  # Table 3 itself
+
+
+def test_quick_leaves_efficientad_m_out_and_a_run_can_add_it_back():
+    from lib.models import GRID_MODELS, run_models
+
+    quick, paper = config.load_profile("quick"), config.load_profile("paper")
+    assert run_models(quick) == ("baseline", "patchcore", "memseg", "efficientad_s", "simplenet")
+    assert run_models(paper) == GRID_MODELS  # paper runs every model
+    assert run_models(quick, ["+efficientad_m"]) == GRID_MODELS  # added, in table order
+    assert run_models(quick, ["simplenet", "patchcore"]) == ("patchcore", "simplenet")  # a list replaces
+    with pytest.raises(ValueError, match="unknown model"):
+        run_models(quick, ["+efficientad_l"])
+    with pytest.raises(ValueError, match="either a list or"):
+        run_models(quick, ["patchcore", "+memseg"])
+    with pytest.raises(ValueError, match="unknown model"):
+        run_models(quick.with_overrides(grid_models=("patchcore", "fastflow")))
+    with pytest.raises(ValueError, match="grid_models must be"):
+        quick.with_overrides(grid_models=())
+
+
+def test_quick_efficientad_sees_the_whole_crop_and_paper_keeps_table3_geometry():
+    from lib.models import make_model, model_config
+    from lib.models.efficientad.torch_model import pdn_coverage
+
+    for name in ("efficientad_s", "efficientad_m"):
+        quick = model_config(name, config.load_profile("quick"))
+        assert quick.padding and pdn_coverage(quick.input_size[::-1], True) >= 0.95
+        paper = model_config(name, config.load_profile("paper"))
+        assert not paper.padding and tuple(paper.input_size) == (256, 256)  # Table 3: unpadded
+    model = make_model("efficientad_s", config.load_profile("quick"), out_channels=8)
+    assert model.map_coverage == 1.0
+
+
+def test_cores_are_those_the_run_may_use(monkeypatch):
+    """``taskset -c 0 make run``: one core, so one grid worker and '1 core' beside the wall time."""
+    from lib import grid
+    from lib.config import available_cores, cpu_description
+
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0})
+    assert available_cores() == 1 and "(1 core;" in cpu_description()
+    ex = grid.ProcessExecutor()
+    assert ex.workers == 1 and ex.threads == 1

@@ -12,7 +12,13 @@ from lib.config import load_profile
 from lib.models import backbones as bb
 from lib.models import make_model, model_config
 from lib.models.data import resize_image
-from lib.models.efficientad.torch_model import EfficientADModel, pdn, pdn_coverage, pdn_map_to_image
+from lib.models.efficientad.torch_model import (
+    EfficientADModel,
+    pdn,
+    pdn_coverage,
+    pdn_geometry,
+    pdn_map_to_image,
+)
 from lib.models.features import aggregate_patches
 
 
@@ -64,17 +70,41 @@ def test_pdn_grid_offset_is_exact(size):
     assert ts.min().item() == 5 and ts.max().item() == 12
 
 
-@pytest.mark.parametrize("input_hw", [(256, 256), (64, 112), (480, 848)])
-def test_efficientad_map_impulse_lands_where_its_patch_is(input_hw):
+def test_padded_pdn_window_is_centred_on_its_cell():
+    """The padded PDN (anomalib's and the original's ``padding``): output t sees input 4t - 16 .. 4t + 16."""
+    net = pdn("small", 8, padding=True).eval()
+    x = torch.zeros(1, 3, 96, 96)
+    with torch.no_grad():
+        base = net(x)
+        x[0, :, 50, 50] = 1.0
+        hit = (net(x) - base).abs().sum(1)[0] > 0
+    ts = torch.nonzero(hit.any(1))[:, 0]
+    # rows t with 4t - 16 <= 50 <= 4t + 16: t = 9 .. 16 (centre 4t: 36 .. 64 around 50)
+    assert ts.min().item() == 9 and ts.max().item() == 16
+
+
+@pytest.mark.parametrize("padding", [False, True])
+@pytest.mark.parametrize("size", ["small", "medium"])
+def test_pdn_geometry_counts_the_cells_the_network_outputs(size, padding):
+    for length in (33, 40, 64, 65, 112, 113, 120, 256):
+        with torch.no_grad():
+            out = pdn(size, 2, padding)(torch.zeros(1, 3, length, 37))
+        cells, stride, offset = pdn_geometry(length, padding)
+        assert out.shape[-2] == cells and stride == 4 and offset == (0 if padding else 16)
+
+
+@pytest.mark.parametrize("padding", [False, True])
+@pytest.mark.parametrize("input_hw", [(256, 256), (64, 112), (65, 113), (480, 848)])
+def test_efficientad_map_impulse_lands_where_its_patch_is(input_hw, padding):
     h, w = input_hw
-    grid_h, grid_w = (h - 33) // 4 + 1, (w - 33) // 4 + 1
+    (grid_h, _, off), (grid_w, *_) = pdn_geometry(h, padding), pdn_geometry(w, padding)
     for ty, tx in [(0, 0), (grid_h // 2, grid_w // 3), (grid_h - 1, grid_w - 1)]:
         m = torch.zeros(1, 1, grid_h, grid_w)
         m[0, 0, ty, tx] = 1.0
-        up = pdn_map_to_image(m, (h, w))[0, 0].numpy()
+        up = pdn_map_to_image(m, (h, w), padding)[0, 0].numpy()
         y, x = np.unravel_index(up.argmax(), up.shape)
-        assert abs(y - (4 * ty + 16)) <= 2 and abs(x - (4 * tx + 16)) <= 2
-        if input_hw == (256, 256):  # evaluation resizes to the paper's ground truth (848x480)
+        assert abs(y - (4 * ty + off)) <= 2 and abs(x - (4 * tx + off)) <= 2
+        if input_hw == (256, 256) and not padding:  # evaluation resizes to the paper's ground truth
             gt = cv2.resize(up, (848, 480), interpolation=cv2.INTER_LINEAR)
             gy, gx = np.unravel_index(gt.argmax(), gt.shape)
             ey, ex = (4 * ty + 16 + 0.5) * 480 / 256 - 0.5, (4 * tx + 16 + 0.5) * 848 / 256 - 0.5
@@ -92,6 +122,22 @@ def test_efficientad_map_coverage_is_where_the_map_is_not_padding(input_hw):
         assert pdn_coverage((h, w)) == 0.0
 
 
+@pytest.mark.parametrize("input_hw", [(64, 112), (65, 113), (66, 114), (67, 115), (256, 256)])
+def test_padded_map_spans_the_crop_and_keeps_its_edge_cells_beyond(input_hw):
+    """Padded: cell centres from pixel 0 to 4 (n - 1), n counted on the network itself; beyond the last
+    centre the edge cell's value (its window holds those pixels), never the unpadded map's fade to 0."""
+    h, w = input_hw
+    with torch.no_grad():
+        gh, gw = pdn("small", 1, padding=True)(torch.zeros(1, 3, h, w)).shape[-2:]
+    span = (min(4 * (gh - 1), h - 1) + 1) / h * (min(4 * (gw - 1), w - 1) + 1) / w
+    assert pdn_coverage((h, w), padding=True) == pytest.approx(span, abs=1e-12)
+    ramp = torch.arange(gw, dtype=torch.float32).expand(1, 1, gh, gw)
+    up = pdn_map_to_image(ramp, (h, w), padding=True)[0, 0].numpy()
+    assert np.allclose(up[:, 4 * (gw - 1) :], gw - 1) and np.allclose(up[:, 0], 0)
+    assert np.allclose(up[:, 4 * np.arange(gw)], np.arange(gw), atol=1e-5)  # cell t on pixel 4t
+    assert pdn_coverage((65, 113), padding=True) == 1.0  # quick's 113x65: sides 4k + 1
+
+
 def test_efficientad_warns_when_most_of_the_image_is_blind():
     assert pdn_coverage((256, 256)) == pytest.approx(221**2 / 256**2)
     with pytest.warns(UserWarning, match="covers only 31%"):
@@ -99,26 +145,31 @@ def test_efficientad_warns_when_most_of_the_image_is_blind():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_model("efficientad_s", None, input_size=(128, 128), out_channels=8)
+        make_model("efficientad_s", None, input_size=(112, 64), out_channels=8, padding=True)
 
 
-def test_efficientad_forward_uses_the_exact_geometry():
-    net = EfficientADModel("small", 8, input_size=(64, 64)).eval()
-    impulse = torch.zeros(1, 1, 8, 8)
+@pytest.mark.parametrize("padding", [False, True])
+def test_efficientad_forward_uses_the_exact_geometry(padding):
+    net = EfficientADModel("small", 8, padding=padding, input_size=(64, 64)).eval()
+    n = pdn_geometry(64, padding)[0]
+    assert net.teacher(torch.zeros(1, 3, 64, 64)).shape[-2:] == (n, n)
+    impulse = torch.zeros(1, 1, n, n)
     impulse[0, 0, 3, 5] = 1.0
     net.raw_maps = lambda x: (impulse, torch.zeros_like(impulse))
     out = net.normalised_map(torch.zeros(1, 3, 64, 64))[0].detach().numpy()
-    assert np.unravel_index(out.argmax(), out.shape) == (4 * 3 + 16, 4 * 5 + 16)
+    off = 0 if padding else 16
+    assert np.unravel_index(out.argmax(), out.shape) == (4 * 3 + off, 4 * 5 + off)
 
 
 def test_teacher_target_grid_matches_the_padded_pdn():
     """Table 3: teacher input 512 for a 256 model input: layer2 (stride 8) of 2x input = padded PDN grid."""
     fe = bb.FeatureExtractor("tf_efficientnet_lite0", ("layer2", "layer3"))
-    for w, h in [(256, 256), (112, 64)]:
+    for w, h in [(256, 256), (112, 64), (113, 65)]:  # 113x65 (quick, sides 4k + 1): 29x17 cells
         feats = fe(torch.zeros(1, 2 * h, 2 * w, 3, dtype=torch.uint8))
         _, grid = aggregate_patches(feats, 3)
         with torch.no_grad():
             out = pdn("small", 8, padding=True)(torch.zeros(1, 3, h, w))
-        assert grid == tuple(out.shape[-2:]) == (h // 4, w // 4)
+        assert grid == tuple(out.shape[-2:]) == ((h + 3) // 4, (w + 3) // 4)
 
 
 def test_teacher_is_distilled_padded_and_used_unpadded(smoke_profile):

@@ -171,3 +171,24 @@ def test_time_breakdown_groups_cells_by_model_and_divides_the_grid_by_workers():
     assert rows["grid: teachers"]["worker_s"] == 120.0 and rows["grid: teachers"]["wall_min"] == 1.0
     assert rows["grid: patchcore cells"]["items"] == 2 and rows["grid: patchcore cells"]["worker_s"] == 60.0
     assert list(rows)[2] == "grid: efficientad_m cells"  # the costliest model first
+
+
+def test_differences_table_says_which_paper_models_this_run_left_out(tmp_path):
+    import json
+
+    from lib.config import load_profile
+    from lib.report import differences_table
+    from lib.store import Cell, cell_dir
+
+    store = tmp_path / "results"
+    for model in ("patchcore", "efficientad_s"):
+        d = cell_dir(store, Cell(model, "front", True, 0))
+        d.mkdir(parents=True)
+        (d / "DONE").write_text("{}")
+        (d / "meta.json").write_text(json.dumps({"backbone": "x", "n_train": 54, "precision": "fp32"}))
+    table = differences_table(tmp_path, load_profile("quick")).set_index("model")
+    assert table.loc["EfficientAD-S", "input size (Table 3)"] == "113×65 (Table 3: 256×256)"
+    assert table.loc["EfficientAD-M", "input size (Table 3)"] == "not run in this profile"
+    assert "--models +efficientad_m" in table.loc["EfficientAD-M", "training budget (ours / Table 3)"]
+    assert list(table.index) == ["PatchCore", "EfficientAD-S", "MemSeg", "EfficientAD-M", "SimpleNet"]
+    assert table.loc["EfficientAD-M", "seeds (paper: 3)"] == "—"

@@ -17,7 +17,6 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lib.evaluate import metrics as M
 from lib.evaluate.evaluate import label_of
@@ -27,7 +26,7 @@ ALPHA = 0.05
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:
-    return stats.rankdata(x, method="average")
+    return M.scipy_stats().rankdata(x, method="average")
 
 
 def delong_test(y_true, score_a, score_b) -> dict:
@@ -58,7 +57,7 @@ def delong_test(y_true, score_a, score_b) -> dict:
         z, p = float("nan"), (1.0 if abs(diff) < 1e-15 else float("nan"))
     else:
         z = diff / np.sqrt(var)
-        p = float(2 * stats.norm.sf(abs(z)))
+        p = float(2 * M.scipy_stats().norm.sf(abs(z)))
     return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "diff": float(diff), "z": float(z), "p": p}
 
 

@@ -24,7 +24,31 @@ __all__ = [
     "make_model",
     "table3_deviations",
     "model_config",
+    "run_models",
 ]
+
+
+def run_models(profile, requested=None) -> tuple[str, ...]:
+    """The grid models of a run: the profile's (all of ``GRID_MODELS`` when it names none), or
+    ``requested``: a list replaces them, and a list of '+name' entries adds to them (in table order)."""
+    default = tuple(profile.grid_models or GRID_MODELS)
+    unknown = sorted(set(default) - set(GRID_MODELS))
+    if unknown:
+        raise ValueError(
+            f"profile {profile.name!r}: grid_models has unknown model(s) {unknown}; "
+            f"choose from {list(GRID_MODELS)}"
+        )
+    if not requested:
+        return default
+    requested = [str(m).strip() for m in requested if str(m).strip()]
+    adds = [m[1:] for m in requested if m.startswith("+")]
+    if adds and len(adds) != len(requested):
+        raise ValueError(f"--models: give either a list or '+name' additions, not both: {requested}")
+    wanted = set(default) | set(adds) if adds else set(requested)
+    unknown = sorted(wanted - set(GRID_MODELS))
+    if unknown:
+        raise ValueError(f"--models: unknown model(s) {unknown}; choose from {list(GRID_MODELS)}")
+    return tuple(m for m in GRID_MODELS if m in wanted)
 
 
 def model_config(name: str, profile=None, **overrides):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.fileio import atomic_path, write_json
+from lib.identity import LEGACY_DEFAULTS
 
 REGISTRY: dict[str, type] = {}
 
@@ -75,10 +76,6 @@ def resolve_precision(cfg, model_allows: bool = True):
 
     device = select_device(getattr(cfg, "device", "auto"))
     return dataclasses.replace(cfg, precision=resolve("auto", device, model_allows=model_allows))
-
-
-#: config keys added after checkpoints were written, with the value those checkpoints ran at
-LEGACY_DEFAULTS = {"precision": "fp32"}
 
 
 def _type_error(value, default) -> str | None:

@@ -31,6 +31,9 @@ class EfficientADConfig:
     model_size: str = "small"
     input_size: tuple = (256, 256)
     out_channels: int = 384
+    #: zero padding in the PDNs' convolutions (anomalib's and nelson1425's ``padding`` option): the map's
+    #: cells then span the whole input. Table 3 / the original: unpadded, blind to an outer 16-pixel band.
+    padding: bool = False
     iterations: int = 70000
     batch_size: int = 1
     lr: float = 1e-4
@@ -83,19 +86,19 @@ class EfficientAD(AnomalyModel):
         c = self.config
         torch.manual_seed(c.seed)
         self.device = select_device(c.device)
-        self.net = EfficientADModel(c.model_size, c.out_channels, input_size=tuple(c.input_size)).to(
-            self.device
-        )
+        self.net = EfficientADModel(
+            c.model_size, c.out_channels, padding=c.padding, input_size=tuple(c.input_size)
+        ).to(self.device)
         self.net.precision = c.precision
         self.backbone_description = f"PDN-{c.model_size}; teacher: not yet trained"
         w, h = c.input_size
-        self.map_coverage = pdn_coverage((h, w))
+        self.map_coverage = pdn_coverage((h, w), c.padding)
         if self.map_coverage < MIN_COVERAGE:
             warnings.warn(
-                f"EfficientAD input_size {w}x{h}: the unpadded PDN's map covers only "
-                f"{self.map_coverage:.0%} of the image (its outer 16 pixels on each side are blind, the "
-                f"original's geometry; the paper's 256x256 covers 75%, 128x128 53%; below "
-                f"{MIN_COVERAGE:.0%} defects near the border go unseen)",
+                f"EfficientAD input_size {w}x{h}: the {'padded' if c.padding else 'unpadded'} PDN's map "
+                f"covers only {self.map_coverage:.0%} of the image (the unpadded PDN's outer 16 pixels on "
+                f"each side are blind, the original's geometry; the paper's 256x256 covers 75%, 128x128 "
+                f"53%; below {MIN_COVERAGE:.0%} defects near the border go unseen; padding=True sees it all)",
                 stacklevel=2,
             )
 
@@ -187,6 +190,7 @@ class EfficientAD(AnomalyModel):
             "teacher": self.teacher_source,
             "checkpoint": "last iteration",
             "map_coverage": round(self.map_coverage, 3),
+            "padding": c.padding,
             "normalisation": "validation normal images"
             if val is not None and len(val)
             else "training images",

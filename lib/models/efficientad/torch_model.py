@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,46 +32,71 @@ def pdn(size: str, out_channels: int = 384, padding: bool = False) -> nn.Sequent
     raise ValueError(f"unknown PDN size {size!r}; use 'small' or 'medium'")
 
 
-#: the unpadded PDN (small and medium alike) maps output cell t to the input pixel centred at
-#: 4 t + 16: stride 4 (two 2x pools), offset 16 (half its 33-pixel receptive field, less one)
-PDN_STRIDE, PDN_OFFSET = 4, 16
+def pdn_geometry(length: int, padding: bool = False) -> tuple[int, int, float]:
+    """(cells, stride, offset) of the PDN along one input axis of ``length`` pixels: output cell t
+    describes the input pixel ``stride * t + offset`` (the centre of its receptive field).
+
+    Walked through the layers themselves (small and medium share it): a layer of kernel k, stride s and
+    padding p puts its output t over its input s t - p + (k - 1) / 2. Unpadded: stride 4, offset 16 (half
+    the 33-pixel receptive field, less one), (L - 33) // 4 + 1 cells. Padded (the reference
+    implementations' ``padding`` option): stride 4, offset 0, so cell 0 sits on the first pixel.
+    """
+    cells, stride, offset = int(length), 1, 0.0
+    for layer in pdn("small", 1, padding):
+        if isinstance(layer, nn.Conv2d | nn.AvgPool2d):
+            k, st, p = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
+            cells = (cells + 2 * p - k) // st + 1
+            offset += stride * (-p + (k - 1) / 2)
+            stride *= st
+    return max(0, cells), stride, offset
 
 
-def pdn_map_to_image(maps: torch.Tensor, size) -> torch.Tensor:
-    """Resample (N, C, h, w) maps on the unpadded PDN's grid onto the input's (H, W) pixels, exactly.
+def _first(v) -> int:
+    return int(v[0] if isinstance(v, tuple) else v)
 
-    The original pads the 56x56 map of a 256-pixel input by 4 zero cells and upsamples x4; that
-    puts cell t at pixel 4t + 17.5 (half-pixel convention), 1.5 px off, which grows to ~5 px at the
-    paper's 848x480 ground truth. Here each output pixel X samples the map at t = (X - 16) / 4,
-    bilinear, zeros beyond the grid (the original's zero padding), so cell t lands on 4t + 16 for
-    any input size.
+
+def pdn_map_to_image(maps: torch.Tensor, size, padding: bool = False) -> torch.Tensor:
+    """Resample (N, C, h, w) PDN maps onto the input's (H, W) pixels, exactly: each output pixel X
+    samples the map at t = (X - offset) / stride (``pdn_geometry``), bilinear.
+
+    Beyond the outer cell centres: the unpadded PDN fades to zero, the original's zero padding of the
+    map (it pads the 56x56 map of a 256-pixel input by 4 zero cells and upsamples x4, which puts cell t
+    at pixel 4t + 17.5, 1.5 px off, ~5 px at the paper's 848x480 ground truth); the padded PDN keeps its
+    edge cell's value, whose receptive field holds those pixels.
     """
     n, c, h, w = maps.shape
     big_h, big_w = int(size[0]), int(size[1])
     dev, dt = maps.device, maps.dtype
-    padded = F.pad(maps, (1, 1, 1, 1))  # one zero cell each side: the fade to zero, for any map size
-    ty = (torch.arange(big_h, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE + 1
-    tx = (torch.arange(big_w, device=dev, dtype=dt) - PDN_OFFSET) / PDN_STRIDE + 1
+    _, stride, offset = pdn_geometry(big_h, padding)
+    # one extra cell each side: zero (the fade to zero) or the edge cell's copy, for any map size
+    padded = F.pad(maps, (1, 1, 1, 1), mode="replicate" if padding else "constant")
+    ty = (torch.arange(big_h, device=dev, dtype=dt) - offset) / stride + 1
+    tx = (torch.arange(big_w, device=dev, dtype=dt) - offset) / stride + 1
     grid = torch.stack(torch.meshgrid(ty * 2 / (h + 1) - 1, tx * 2 / (w + 1) - 1, indexing="ij")[::-1], -1)
     return F.grid_sample(
-        padded, grid.expand(n, big_h, big_w, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+        padded,
+        grid.expand(n, big_h, big_w, 2),
+        mode="bilinear",
+        padding_mode="border" if padding else "zeros",
+        align_corners=True,
     )
 
 
-def pdn_coverage(size) -> float:
-    """Fraction of an (H, W) input's pixels that the unpadded PDN's map describes.
+def pdn_coverage(size, padding: bool = False) -> float:
+    """Fraction of an (H, W) input's pixels that lie between the map's outer cell centres (on both axes).
 
-    Cell centres run from pixel 16 to 4 (n - 1) + 16 on each axis (n = (L - 33) // 4 + 1 cells);
-    beyond them the map fades to the original's zero padding, so a defect there cannot score. At the
-    paper's 256x256 that is 75 % of the image; at 112x64, 31 %.
+    Beyond them the unpadded PDN's map fades to the original's zero padding, so a defect there cannot
+    score: 75 % of the paper's 256x256, 31 % of 112x64. The padded PDN's centres run from pixel 0 to
+    4 (n - 1): all of an input whose sides are 4k + 1 pixels (113x65: 1.0), 0.93 of 112x64.
     """
     frac = 1.0
     for length in size:
-        n = (int(length) - 33) // 4 + 1
-        if n < 1:
+        cells, stride, offset = pdn_geometry(int(length), padding)
+        if cells < 1:
             return 0.0
-        frac *= (4 * (n - 1) + 1) / int(length)
-    return frac
+        first, last = max(0.0, offset), min(int(length) - 1.0, stride * (cells - 1) + offset)
+        frac *= (np.floor(last) - np.ceil(first) + 1) / int(length)
+    return float(frac)
 
 
 #: below this coverage EfficientAD warns (the paper's 256x256 input covers 0.75, 128x128 0.53)
@@ -126,6 +152,7 @@ class EfficientADModel(nn.Module):
 
     def __init__(self, size: str, out_channels: int = 384, padding: bool = False, input_size=(256, 256)):
         super().__init__()
+        self.padding = bool(padding)  # the PDNs' zero padding (the reference implementations' option)
         self.teacher = pdn(size, out_channels, padding)
         self.student = pdn(size, 2 * out_channels, padding)
         self.ae = AutoEncoder(out_channels, input_size=input_size)
@@ -185,4 +212,4 @@ class EfficientADModel(nn.Module):
         st = 0.1 * (st - self.q_st_a) / (self.q_st_b - self.q_st_a + 1e-12)
         ae = 0.1 * (ae - self.q_ae_a) / (self.q_ae_b - self.q_ae_a + 1e-12)
         fused = 0.5 * st + 0.5 * ae
-        return pdn_map_to_image(fused, x.shape[-2:])[:, 0]
+        return pdn_map_to_image(fused, x.shape[-2:], self.padding)[:, 0]
