@@ -122,6 +122,9 @@ def test_quick_efficientad_sees_the_whole_crop_and_paper_keeps_table3_geometry()
         assert not paper.padding and tuple(paper.input_size) == (256, 256)  # Table 3: unpadded
     model = make_model("efficientad_s", config.load_profile("quick"), out_channels=8)
     assert model.map_coverage == 1.0
+    import torch
+
+    assert model.net.teacher(torch.zeros(1, 3, 65, 113)).shape[-2:] == (17, 29)  # the net is padded too
 
 
 def test_cores_are_those_the_run_may_use(monkeypatch):
