@@ -231,3 +231,13 @@ def test_random_backbone_is_marked_in_every_table():
     assert set(rows.label) == {"patchcore† [random backbone]"} and rows.random_backbone.all()
     out["meta"] = {"backbone": "tf_efficientnet_lite0 weights: package (x)"}
     assert set(evaluate_outputs(Cell("patchcore", "front", True, 0), out).label) == {"patchcore†"}
+
+
+def test_pdn_geometry_draws_nothing_from_torchs_rng():
+    """It runs in every forward pass and in EfficientAD's constructor, between its seed and the weights'
+    initialisation: a draw there would change every trained EfficientAD (it did, once)."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    pdn_geometry(65, True), pdn_coverage((64, 112)), pdn_map_to_image(torch.ones(1, 1, 9, 21), (64, 112))
+    assert torch.equal(torch.rand(3), expected)

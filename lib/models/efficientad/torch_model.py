@@ -36,23 +36,23 @@ def pdn_geometry(length: int, padding: bool = False) -> tuple[int, int, float]:
     """(cells, stride, offset) of the PDN along one input axis of ``length`` pixels: output cell t
     describes the input pixel ``stride * t + offset`` (the centre of its receptive field).
 
-    Walked through the layers themselves (small and medium share it): a layer of kernel k, stride s and
+    Walked through ``PDN_LAYERS`` (small and medium share it): a layer of kernel k, stride s and
     padding p puts its output t over its input s t - p + (k - 1) / 2. Unpadded: stride 4, offset 16 (half
     the 33-pixel receptive field, less one), (L - 33) // 4 + 1 cells. Padded (the reference
     implementations' ``padding`` option): stride 4, offset 0, so cell 0 sits on the first pixel.
     """
     cells, stride, offset = int(length), 1, 0.0
-    for layer in pdn("small", 1, padding):
-        if isinstance(layer, nn.Conv2d | nn.AvgPool2d):
-            k, st, p = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
-            cells = (cells + 2 * p - k) // st + 1
-            offset += stride * (-p + (k - 1) / 2)
-            stride *= st
+    for k, st, pad in PDN_LAYERS:  # data, not modules: building a PDN here would draw from torch's RNG
+        p = pad if padding else 0
+        cells = (cells + 2 * p - k) // st + 1
+        offset += stride * (-p + (k - 1) / 2)
+        stride *= st
     return max(0, cells), stride, offset
 
 
-def _first(v) -> int:
-    return int(v[0] if isinstance(v, tuple) else v)
+#: the PDN's spatial layers in order (kernel, stride, padding when padded), small and medium alike (the
+#: medium PDN's extra 1x1 convolutions move nothing); ``pdn`` builds the same, a test compares them
+PDN_LAYERS = ((4, 1, 3), (2, 2, 1), (4, 1, 3), (2, 2, 1), (3, 1, 1), (4, 1, 0))
 
 
 def pdn_map_to_image(maps: torch.Tensor, size, padding: bool = False) -> torch.Tensor:
