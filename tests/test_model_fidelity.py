@@ -56,31 +56,21 @@ def test_resize_suits_the_direction():
     )
 
 
-@pytest.mark.parametrize("size", ["small", "medium"])
-def test_pdn_grid_offset_is_exact(size):
-    """A one-pixel change of the input moves exactly the PDN outputs whose window holds it: 4t .. 4t+32."""
-    net = pdn(size, 8).eval()
+# rows t whose window holds input row 50: unpadded 4t .. 4t + 32 (t = 5 .. 12, centre 4t + 16); padded
+# (anomalib's and the original's ``padding``) 4t - 16 .. 4t + 16 (t = 9 .. 16, centre 4t): 36 .. 64 either way
+@pytest.mark.parametrize(
+    "size, padding, rows", [("small", False, (5, 12)), ("medium", False, (5, 12)), ("small", True, (9, 16))]
+)
+def test_pdn_grid_offset_is_exact(size, padding, rows):
+    """A one-pixel change of the input moves exactly the PDN outputs whose window holds it."""
+    net = pdn(size, 8, padding=padding).eval()
     x = torch.zeros(1, 3, 96, 96)
     with torch.no_grad():
         base = net(x)
         x[0, :, 50, 50] = 1.0
         hit = (net(x) - base).abs().sum(1)[0] > 0
     ts = torch.nonzero(hit.any(1))[:, 0]
-    # rows t with 4t <= 50 <= 4t + 32: t = 5 .. 12; their centre 4t + 16 spans 36 .. 64 around 50
-    assert ts.min().item() == 5 and ts.max().item() == 12
-
-
-def test_padded_pdn_window_is_centred_on_its_cell():
-    """The padded PDN (anomalib's and the original's ``padding``): output t sees input 4t - 16 .. 4t + 16."""
-    net = pdn("small", 8, padding=True).eval()
-    x = torch.zeros(1, 3, 96, 96)
-    with torch.no_grad():
-        base = net(x)
-        x[0, :, 50, 50] = 1.0
-        hit = (net(x) - base).abs().sum(1)[0] > 0
-    ts = torch.nonzero(hit.any(1))[:, 0]
-    # rows t with 4t - 16 <= 50 <= 4t + 16: t = 9 .. 16 (centre 4t: 36 .. 64 around 50)
-    assert ts.min().item() == 9 and ts.max().item() == 16
+    assert (ts.min().item(), ts.max().item()) == rows
 
 
 @pytest.mark.parametrize("padding", [False, True])
