@@ -51,8 +51,12 @@ class Profile:
     #: the grid's models, in table order; None: every model of ``lib.models.GRID_MODELS``. ``python -m lib
     #: run --models`` replaces the list, or adds to it with a leading '+' (``lib.models.run_models``).
     grid_models: tuple | None = None
+    #: the simulated line's scene: overrides of ``lib.acquire.scene.SceneConfig`` (its defaults are the
+    #: calibrated default line; a photometric study sets lamp_intensity, colour_temperature, glare, shadow)
+    scene: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.scene_config  # noqa: B018 - validate the scene table now, naming the profile
         if self.grid_models is not None and (
             not self.grid_models or not all(isinstance(m, str) and m for m in self.grid_models)
         ):  # the names are checked against GRID_MODELS by lib.models.run_models (no torch import here)
@@ -103,6 +107,13 @@ class Profile:
     def px(self, paper_pixels: float) -> int:
         """A paper-scale length in this profile's pixels."""
         return int(round(paper_pixels * self.scale))
+
+    @property
+    def scene_config(self):
+        """The scene of the simulated line (``lib.acquire.scene.SceneConfig``)."""
+        from lib.acquire.scene import SceneConfig
+
+        return SceneConfig.from_dict(self.scene, where=f"profile {self.name!r} [scene]")
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -205,6 +216,7 @@ def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
     row = dict(table[resolved])
     fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
     row.setdefault("models", {})
+    row.setdefault("scene", {})
     row["grid_seeds"] = tuple(row.get("grid_seeds", (0,)))
     row.setdefault("normals_per_view", None)
     row.setdefault("precision", "auto")

@@ -293,3 +293,26 @@ def inspection_timeline(records: list[dict], matched, outcomes, cars, seams, bas
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def calibration_curve(calibration: dict, chosen: float | None = None):
+    """The simulator's knob against raw PatchCore's validation image AUROC (per view and mean), with the
+    paper's value, the accepted band and the default marked."""
+    pts = sorted(calibration["points"], key=lambda p: p["nuisance"])
+    x = [p["nuisance"] for p in pts]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for view, style in (("front", ":"), ("center", "--"), ("back", "-.")):
+        ax.plot(x, [p[f"val_auroc_{view}"] for p in pts], style, marker=".", alpha=0.6, label=view)
+    ax.plot(x, [p["val_auroc_mean"] for p in pts], "k-", marker="o", lw=2, label="mean over views")
+    lo, hi = calibration["accept_band"]
+    ax.axhspan(lo, hi, color="tab:green", alpha=0.12, label=f"accepted {lo}-{hi}")
+    ax.axhline(calibration["target"], color="tab:green", lw=1, label=f"paper {calibration['target']}")
+    chosen = calibration["chosen_nuisance"] if chosen is None else chosen
+    ax.axvline(chosen, color="tab:red", lw=1, label=f"default {chosen:g}")
+    ax.set_xlabel("scene nuisance (per-car variation at manual sites, stray-mark rate)")
+    ax.set_ylabel("raw PatchCore validation image AUROC")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"calibration on {calibration['profile']} ({calibration['cpu']})", fontsize=9)
+    fig.tight_layout()
+    return fig

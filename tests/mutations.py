@@ -42,6 +42,7 @@ FAST = [
 ]
 
 LAYER = ["tests/test_layers.py"]
+UB, SCN, SC = "lib/acquire/underbody.py", "lib/acquire/scene.py", "tests/test_scene.py"
 RUNNER = "lib/notebooks.py"
 
 
@@ -573,6 +574,54 @@ MUTATIONS = [
         "return len(os.sched_getaffinity(0)) or 1",
         "return os.cpu_count() or 1",
         ("tests/test_config.py", "-k", "cores_are"),
+    ),
+    Mutation(
+        "manual-sealant-random-per-car",
+        "operators' sites are drawn per car, not per car model",
+        UB,
+        "    rng_site = np.random.default_rng([model_seed, 5])",
+        "    rng_site = np.random.default_rng()",
+        (SC, "-k", "models_not_the_cars"),
+    ),
+    Mutation(
+        "site-variation-ignores-the-knob",
+        "the per-car variation at the sites does not scale with nuisance",
+        UB,
+        "var = {k: v[2] * nuisance for k, v in scene_mod.SITE_VARIATION.items()}",
+        "var = {k: v[2] for k, v in scene_mod.SITE_VARIATION.items()}",
+        (SC, "-k", "stated_ranges or nuisance_zero"),
+    ),
+    Mutation(
+        "stray-marks-inside-the-roi",
+        "stray marks may land on the robot's beads",
+        UB,
+        "(x, y) for x, y in free if not keepout[min(H - 1, int(y * scale)), min(W - 1, int(x * scale))]",
+        "(x, y) for x, y in free",
+        (SC, "-k", "stray_marks_rate"),
+    ),
+    Mutation(
+        "hole-states-drawn-per-car",
+        "every hole's state is redrawn per car (the old scene)",
+        UB,
+        '("plugged" if st == "open" else "open") if u < scene.hole_deviation_rate else st',
+        '("plugged" if st == "open" else "open") if u < 0.5 else st',
+        (SC, "-k", "rare_deviations"),
+    ),
+    Mutation(
+        "glare-on-by-default",
+        "the default imaging protocol carries glare",
+        SCN,
+        "    glare: float = 0.0",
+        "    glare: float = 0.3",
+        (SC, "-k", "off_by_default"),
+    ),
+    Mutation(
+        "stale-root-reused-across-scenes",
+        "a data root of another scene is reused",
+        "lib/acquire/views.py",
+        '            and meta.get("scene") == profile.scene_config.identity()\n',
+        "",
+        (SC, "-k", "rendered_anew"),
     ),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}

@@ -33,3 +33,22 @@ def test_readme_keeps_its_generated_results_block():
 
     text = (ROOT / "README.md").read_text()
     assert text.count(README_START) == 1 and text.count(README_END) == 1
+
+
+def _between(text: str, tag: str) -> str:
+    start, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
+    assert text.count(start) == 1 and text.count(end) == 1, f"docs/simulator.md lost its {tag} markers"
+    return text.split(start)[1].split(end)[0].strip()
+
+
+def test_simulator_doc_carries_the_codes_variation_table_and_calibration():
+    """The table of what varies is the code's (scene.variation_table at the default), and the
+    calibration table is the committed measurement: `python -m lib.acquire.scene` rewrites both."""
+    import json
+
+    from lib.acquire import scene
+
+    text = (ROOT / "docs" / "simulator.md").read_text()
+    assert _between(text, "variation-table") == scene.variation_markdown()
+    cal = json.loads(scene.CALIBRATION_FILE.read_text())
+    assert _between(text, "calibration-table") == scene.calibration_markdown(cal)

@@ -72,13 +72,15 @@ class PassPlan:
     gain: float
     gain_drift: float
     gamma: float
-    colour_temp: float
+    colour_temp: float  # blue-against-red tilt (a share: 0.05 = +5 % blue, -5 % red)
     noise_sigma: float
     pose_dy: float  # paper px
     pose_angle: float  # degrees
     pose_scale: float
     defect: ub.ProcessDefect | None
     defect_viewpoint: str
+    glare: tuple = (0.0, 0.5, 0.5)  # (strength, x, y as frame fractions) of a specular spot
+    shadow: tuple = (0.0, 0.5)  # (depth, x as a frame fraction) of a soft shadow band
 
     @property
     def video_name(self) -> str:
@@ -106,21 +108,30 @@ def draw_pass_plan(
     pass_id: int, car_seed: int, rng: np.random.Generator, profile: Profile, defect, view: str
 ) -> PassPlan:
     """One pass's conveyor speed, lighting and pose, drawn from ``rng`` in a fixed order (the training
-    line and the inspection stream draw them alike)."""
+    line and the inspection stream draw them alike). Every draw happens whatever the scene, and the
+    scene's settings only scale them, so turning a photometric shift on changes nothing else."""
+    scene = profile.scene_config
+    speed = float(profile.conveyor_px_per_frame * profile.scale * rng.uniform(0.85, 1.15))
+    u_gain, u_drift, u_gamma, u_colour = rng.uniform(-1, 1, 4)
+    noise_sigma = float(rng.uniform(1.5, 4.0))
+    pose = (float(rng.normal(0, 6)), float(rng.normal(0, 0.35)), float(rng.uniform(0.99, 1.01)))
+    u_glare, u_shadow = rng.random(4), rng.random(2)
     return PassPlan(
         pass_id=pass_id,
         car_seed=car_seed,
-        speed=float(profile.conveyor_px_per_frame * profile.scale * rng.uniform(0.85, 1.15)),
-        gain=float(rng.uniform(0.82, 1.15)),
-        gain_drift=float(rng.uniform(-0.06, 0.06)),
-        gamma=float(rng.uniform(0.88, 1.12)),
-        colour_temp=float(rng.uniform(-1, 1)),
-        noise_sigma=float(rng.uniform(1.5, 4.0)),
-        pose_dy=float(rng.normal(0, 6)),
-        pose_angle=float(rng.normal(0, 0.35)),
-        pose_scale=float(rng.uniform(0.99, 1.01)),
+        speed=speed,
+        gain=float(1 + (scene.lamp_drift + scene.lamp_intensity) * u_gain),
+        gain_drift=float(scene.lamp_drift * u_drift),
+        gamma=float(1 + 0.5 * scene.lamp_intensity * u_gamma),
+        colour_temp=float(scene.colour_temperature * u_colour),
+        noise_sigma=noise_sigma,
+        pose_dy=pose[0],
+        pose_angle=pose[1],
+        pose_scale=pose[2],
         defect=defect,
         defect_viewpoint=view,
+        glare=(float(scene.glare * (0.5 + 0.5 * u_glare[0])), float(u_glare[1]), float(u_glare[2])),
+        shadow=(float(scene.shadow * (0.5 + 0.5 * u_shadow[0])), float(u_shadow[1])),
     )
 
 
@@ -183,8 +194,37 @@ class FrameSynth:
         )
         self.lamp = np.clip(70 + 185 * lamp, 0, 255).astype(np.uint8)
 
-    def render(self, drawing: ub.UnderbodyDrawing, matrix, lut, blur_px: int, noise_pos, noise_neg):
+    def pass_lighting(self, plan: PassPlan):
+        """(lamp, glare, shade) of one pass: the lamps' reflection pattern (brighter at a glare spot),
+        the veil of direct glare and the multiplicative shadow (None where the scene has them off)."""
         wf, hf = self.lamp.shape[1], self.lamp.shape[0]
+        lamp, glare, shade = self.lamp, None, None
+        yy, xx = np.mgrid[0:hf, 0:wf].astype(np.float32)
+        strength, gx, gy = plan.glare
+        if strength > 0:
+            spot = np.exp(-(((xx - gx * wf) / (wf * 0.05)) ** 2) - (((yy - gy * hf) / (hf * 0.12)) ** 2))
+            lamp = np.clip(lamp.astype(np.float32) + 255.0 * strength * 3.0 * spot, 0, 255).astype(np.uint8)
+            glare = np.clip(120.0 * strength * spot, 0, 255).astype(np.uint8)
+            glare = cv2.merge([glare, glare, glare])
+        depth, sx = plan.shadow
+        if depth > 0:
+            band = np.exp(-(((xx - sx * wf) / (wf * 0.08)) ** 2))
+            shade = np.clip(255.0 * (1 - depth * band), 0, 255).astype(np.uint8)
+            shade = cv2.merge([shade, shade, shade])
+        return lamp, glare, shade
+
+    def render(
+        self,
+        drawing: ub.UnderbodyDrawing,
+        matrix,
+        lut,
+        blur_px: int,
+        noise_pos,
+        noise_neg,
+        lighting=None,
+    ):
+        wf, hf = self.lamp.shape[1], self.lamp.shape[0]
+        lamp, glare, shade = lighting if lighting is not None else (self.lamp, None, None)
         frame = self.background.copy()
         cv2.warpAffine(
             drawing.diffuse,
@@ -195,9 +235,13 @@ class FrameSynth:
             borderMode=cv2.BORDER_TRANSPARENT,
         )
         gloss = cv2.warpAffine(drawing.gloss, matrix, (wf, hf), flags=cv2.INTER_LINEAR, borderValue=0)
-        highlight = cv2.multiply(gloss, self.lamp, scale=1.0 / 255.0)
+        highlight = cv2.multiply(gloss, lamp, scale=1.0 / 255.0)
+        if shade is not None:
+            frame = cv2.multiply(frame, shade, scale=1.0 / 255.0)
         frame = cv2.LUT(frame, lut)
         frame = cv2.add(frame, cv2.merge([highlight, highlight, highlight]))
+        if glare is not None:
+            frame = cv2.add(frame, glare)
         if blur_px > 1:
             frame = cv2.blur(frame, (blur_px, 1))
         frame = cv2.add(frame, noise_pos)
@@ -205,9 +249,9 @@ class FrameSynth:
 
 
 def illumination_lut(gain: float, gamma: float, colour_temp: float) -> np.ndarray:
-    """Per-channel 256-entry LUT (BGR): gain, gamma and a colour-temperature tilt."""
+    """Per-channel 256-entry LUT (BGR): gain, gamma and a colour-temperature tilt (a share)."""
     x = np.arange(256, dtype=np.float32) / 255.0
-    tilt = np.array([1 + 0.07 * colour_temp, 1.0, 1 - 0.07 * colour_temp], np.float32)
+    tilt = np.array([1 + colour_temp, 1.0, 1 - colour_temp], np.float32)
     lut = np.stack([255.0 * np.clip(gain * t * x, 0, 1) ** gamma for t in tilt], axis=1)
     return np.clip(np.round(lut), 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
@@ -240,6 +284,7 @@ def pass_frames(
     noise_pos = np.clip(noise, 0, None).astype(np.uint8)
     noise_neg = np.clip(-noise, 0, None).astype(np.uint8)
     blur_px = max(1, int(round(plan.speed * EXPOSURE_FRACTION)))
+    lighting = synth.pass_lighting(plan)
     n = len(offsets)
     for k, off in enumerate(offsets):
         t = k / max(1, n - 1)
@@ -258,6 +303,7 @@ def pass_frames(
             blur_px,
             noise_pos[b, oy : oy + hf, ox : ox + wf],
             noise_neg[b, oy : oy + hf, ox : ox + wf],
+            lighting,
         )
         yield k, frame, m
 
@@ -274,7 +320,7 @@ def render_pass(plan: PassPlan, profile: Profile, data_root: Path, synth: FrameS
     cv2.setNumThreads(1)
     frame_size = profile.frame_size
     synth = synth or FrameSynth(frame_size, profile.seed)
-    drawing = ub.draw_underbody(plan.car_seed, profile.scale, plan.defect)
+    drawing = ub.draw_underbody(plan.car_seed, profile.scale, plan.defect, scene=profile.scene_config)
     t_draw = time.perf_counter() - t0
     pose_rows = []
     out = Path(data_root) / plan.video_name
@@ -356,7 +402,7 @@ def region_labels(viewpoint: str, crop_size) -> np.ndarray:
 
 def write_templates(profile: Profile, data_root: Path, roi_margin: float = DEFAULT_ROI_MARGIN) -> dict:
     """Render the reference car, cut the three viewpoint templates and their masks."""
-    drawing = ub.draw_underbody(TEMPLATE_CAR_SEED, profile.scale)
+    drawing = ub.draw_underbody(TEMPLATE_CAR_SEED, profile.scale, scene=profile.scene_config)
     synth = FrameSynth(profile.frame_size, profile.seed)
     seams = ub.model_seams()
     shape = drawing.gloss.shape
@@ -437,6 +483,7 @@ def simulate_line(
         "n_passes": len(plans),
         "n_defective": int(passes["defective"].sum()) if len(passes) else 0,
         "n_frames": n_frames,
+        "scene": profile.scene_config.identity(),
         "templates": templates["viewpoints"],
         # timings vary run to run; they are reported, never part of the byte-identical outputs
         "timing": {

@@ -117,7 +117,7 @@ def _render_chunk(job):
             lo, hi = max(start, first), min(stop, first + n)
             if lo >= hi:
                 continue
-            drawing = ub.draw_underbody(plan.car_seed, profile.scale, plan.defect)
+            drawing = ub.draw_underbody(plan.car_seed, profile.scale, plan.defect, scene=profile.scene_config)
             wanted = set(range(lo - first, hi - first))
             for _, frame, _ in sl.pass_frames(plan, profile, synth, drawing, wanted):
                 writer.write(frame)

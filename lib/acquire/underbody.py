@@ -1,8 +1,9 @@
 """Drawing one car underbody, seen from below, once; frames are later warped from it.
 
-The car model (cross members, tunnel, holes, the robot's seams) is fixed; each car
-varies within tolerances (bead position and width, paint tone, texture, plugs, and the
-manual sealant applied by operators outside the robot ROI). Everything is drawn at the
+The car model fixes the cross members, tunnel, holes and their plugs, the clips, the robot's
+seams and the joints operators seal by hand (paper section 3); each car varies within
+tolerances (bead position and width, paint tone, texture, how the operator's hand varied at
+the manual sites, rare stray marks, a rare missing plug or clip: ``scene.variation_table``). Everything is drawn at the
 profile's scale from paper-scale coordinates (a viewpoint crop is 848x480 at scale 1).
 
 The surface is a height map plus an albedo map; one shading pass gives a diffuse image
@@ -15,10 +16,13 @@ centrelines, and their ground truth is exact: where the sealant differs from nom
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import cv2
 import numpy as np
+
+from lib.acquire import scene as scene_mod
 
 DEFECT_TYPES = ("missing", "misalignment", "bifurcation", "narrowing", "hole")
 SIZE_CLASSES = ("small", "medium", "large")
@@ -33,6 +37,13 @@ CROP_W, CROP_H = 848, 480
 REGION_GRID = {"front": (2, 2), "center": (4, 2), "back": (5, 1)}
 BEAD_RADIUS = 7.0  # paper px: a 14 px wide bead in an 848 px crop
 HEIGHT_SCALE = 0.9  # bead height relative to its radius
+#: Cross members (canvas x of their right edge): their flanges are the joints operators seal by hand.
+BAND_X = (SECTION_X0["front"] + 430, 1210, 1630, 1960, 2520, 2660)
+#: Brackets (top-left corner, paper px); whether each carries a clip is the car model's.
+BRACKETS = ((700, 560), (1450, 80), (2300, 80), (2150, 560), (300, 60))
+#: Drain-hole states of a car model, and the share of holes in each.
+HOLE_STATES = ("open", "plugged", "taped")
+HOLE_STATE_SHARES = (0.55, 0.35, 0.10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +53,20 @@ class Seam:
     name: str
     viewpoint: str
     points: np.ndarray  # (N, 2) float, paper scale canvas coords
+
+
+@dataclasses.dataclass(frozen=True)
+class ManualSite:
+    """Operators' sealant at one joint (paper-scale canvas coordinates): a dab or a brushed run."""
+
+    viewpoint: str  # the section it lies in ("" for a stray mark)
+    kind: str  # "dab" (an ellipse) or "run" (a brushed stroke)
+    x: float
+    y: float
+    length: float  # dab: long semi-axis; run: stroke length
+    width: float  # dab: short semi-axis; run: stroke width
+    angle: float  # degrees
+    thickness: float = 1.0  # height relative to the nominal dab
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +233,7 @@ class UnderbodyDrawing:
     gloss: np.ndarray  # HxW uint8, specular strength for the lamps' reflections
     defect_mask: np.ndarray  # HxW uint8 {0,255}: exact GT of the process defect (empty if normal)
     bead_mask: np.ndarray  # HxW bool: this car's sealant bead footprint
+    manual_mask: np.ndarray | None = None  # HxW bool: operators' sealant (manual sites and stray marks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,8 +278,8 @@ def nominal_bead_strokes(seams: list[Seam], variation: CarVariation | None):
     return out
 
 
-def _draw_structure(rng_model, rng_car, height, albedo_shift, scale, roi_keepout):
-    """Cross members, tunnel, ribs, welds, holes, brackets (model) with per-car details."""
+def _draw_structure(model_seed, car_seed, height, albedo_shift, scale, scene):
+    """Cross members, tunnel, ribs, welds, holes, brackets (the model's), with rare per-car deviations."""
     H, W = height.shape
 
     def P(x):
@@ -264,7 +290,7 @@ def _draw_structure(rng_model, rng_car, height, albedo_shift, scale, roi_keepout
     cv2.rectangle(tunnel, (P(960), P(CROP_Y0 + 185)), (P(1890), P(CROP_Y0 + 295)), 1.0, -1)
     height += cv2.GaussianBlur(tunnel, (0, 0), max(1.0, 18 * scale)) * 14 * scale
     band = np.zeros_like(height)
-    for x in (SECTION_X0["front"] + 430, 1210, 1630, 1960, 2520, 2660):
+    for x in BAND_X:
         cv2.rectangle(band, (P(x - 38), 0), (P(x - 14), H), 1.0, -1)
     height += cv2.GaussianBlur(band, (0, 0), max(1.0, 6 * scale)) * 10 * scale
     # stamped ribs in the floor pans
@@ -285,66 +311,184 @@ def _draw_structure(rng_model, rng_car, height, albedo_shift, scale, roi_keepout
     for x in (SECTION_X0["front"] + 430, 1210, 1630, 2520):
         for y in np.arange(20, 600, 24):
             cv2.circle(height, (P(x - 44), P(y)), max(1, P(3)), float(-1.2 * scale), -1)
-    # brackets with bolts (model), a clip present or not (car)
-    for x, y in ((700, 560), (1450, 80), (2300, 80), (2150, 560), (300, 60)):
+    # brackets with bolts (model); each bracket's clip is the model's, rarely missing on a car
+    for x, y in BRACKETS:
         cv2.rectangle(height, (P(x), P(y)), (P(x + 46), P(y + 28)), float(6 * scale), -1)
         cv2.circle(height, (P(x + 23), P(y + 14)), max(1, P(6)), float(9 * scale), -1)
-        if rng_car.random() < 0.5:
+    layout = model_layout(model_seed, scale)
+    hole_states, clips = car_fixtures(car_seed, layout, scene)
+    for (x, y), has_clip in zip(BRACKETS, clips, strict=True):
+        if has_clip:
             cv2.rectangle(albedo_shift, (P(x + 4), P(y + 4)), (P(x + 16), P(y + 24)), (-40, -40, -40), -1)
-    # drain holes (model positions), each open or plugged per car; perforation rows
-    holes = []
-    for _ in range(34):
-        for _try in range(20):
-            x, y = rng_model.uniform(30, CANVAS_SIZE[0] - 30), rng_model.uniform(20, CANVAS_SIZE[1] - 20)
-            if not roi_keepout[min(H - 1, P(y)), min(W - 1, P(x))]:
-                holes.append((x, y, rng_model.uniform(6, 16)))
-                break
-    for x, y, r in holes:
-        state = rng_car.random()
-        if state < 0.55:  # open hole: dark, deep
+    # drain holes: place, size and state (open, plugged, taped) are the model's; a car rarely deviates
+    for (x, y, r, _), state in zip(layout["holes"], hole_states, strict=True):
+        if state == "open":  # dark, deep
             cv2.circle(albedo_shift, (P(x), P(y)), max(1, P(r)), (-75, -75, -75), -1, cv2.LINE_AA)
             cv2.circle(height, (P(x), P(y)), max(1, P(r + 3)), float(-3 * scale), max(1, P(2)))
-        elif state < 0.9:  # black rubber plug, slightly raised
+        elif state == "plugged":  # black rubber plug, slightly raised
             cv2.circle(albedo_shift, (P(x), P(y)), max(1, P(r + 2)), (-60, -58, -55), -1, cv2.LINE_AA)
             cv2.circle(height, (P(x), P(y)), max(1, P(r + 2)), float(2.5 * scale), -1)
-        # else: taped over (paint colour, flat)
+        # taped over: paint colour, flat
     for x0, y0 in ((560, 480), (1350, 500), (2400, 300)):
         for i in range(6):
             for j in range(2):
                 cv2.circle(albedo_shift, (P(x0 + 22 * i), P(y0 + 22 * j)), max(1, P(4)), (-70, -70, -70), -1)
 
 
-def _manual_sealant(rng_car, height, albedo_mask, scale, keepout):
-    """Operators' sealant blobs and brushed marks outside the robot ROI (vary per car)."""
-    H, W = height.shape
-    layer = np.zeros_like(height)
-    n = int(rng_car.integers(8, 22))
-    for _ in range(n):
-        for _try in range(30):
-            x, y = rng_car.uniform(20, CANVAS_SIZE[0] - 20), rng_car.uniform(15, CANVAS_SIZE[1] - 15)
-            if not keepout[min(H - 1, int(y * scale)), min(W - 1, int(x * scale))]:
+def model_layout(model_seed: int, scale: float) -> dict:
+    """The car model's fixed layout outside the robot seams, drawn once per model (paper coordinates):
+    drain holes ``(x, y, radius, state)``, which brackets carry a clip, and the manual-seal sites."""
+    return _model_layout(int(model_seed), float(scale))
+
+
+@functools.lru_cache(maxsize=8)
+def _model_layout(model_seed: int, scale: float) -> dict:
+    H, W = int(round(CANVAS_SIZE[1] * scale)), int(round(CANVAS_SIZE[0] * scale))
+    keepout = trajectory_mask(model_seams(), scale, (H, W), extra_radius=22.0) > 0
+
+    def free(x, y):
+        return not keepout[min(H - 1, max(0, int(y * scale))), min(W - 1, max(0, int(x * scale)))]
+
+    rng = np.random.default_rng([model_seed, 0])
+    holes = []
+    for _ in range(34):
+        for _try in range(20):
+            x, y = rng.uniform(30, CANVAS_SIZE[0] - 30), rng.uniform(20, CANVAS_SIZE[1] - 20)
+            if free(x, y):
+                holes.append((x, y, rng.uniform(6, 16)))
                 break
-        else:
+    rng_state = np.random.default_rng([model_seed, 4])
+    states = rng_state.choice(HOLE_STATES, size=len(holes), p=HOLE_STATE_SHARES)
+    holes = [(x, y, r, str(st)) for (x, y, r), st in zip(holes, states, strict=True)]
+    clips = (rng_state.random(len(BRACKETS)) < 0.6).tolist()
+    sites = []
+    rng_site = np.random.default_rng([model_seed, 5])
+    for view, x0 in SECTION_X0.items():
+        bands = [bx for bx in BAND_X if x0 + 40 <= bx <= x0 + CROP_W - 20]
+        placed = 0
+        for _try in range(400):
+            if placed == scene_mod.SITES_PER_VIEW:
+                break
+            at_joint = bool(bands) and rng_site.random() < 0.5
+            if at_joint:  # a dab or a vertical run along a cross member's flange
+                bx = bands[int(rng_site.integers(len(bands)))]
+                x = bx + (-44.0 if rng_site.random() < 0.5 else -8.0) + rng_site.uniform(-3, 3)
+                y = rng_site.uniform(CROP_Y0 + 30, CROP_Y0 + CROP_H - 30)
+                kind = "dab" if rng_site.random() < 0.5 else "run"
+                angle = 90.0 + rng_site.uniform(-8, 8)
+            else:  # a dab at a panel joint or a short run along a stamped flange
+                x = rng_site.uniform(x0 + 30, x0 + CROP_W - 30)
+                y = rng_site.uniform(CROP_Y0 + 25, CROP_Y0 + CROP_H - 25)
+                kind = "dab" if rng_site.random() < 0.5 else "run"
+                angle = rng_site.uniform(-25, 25)
+            if kind == "dab":
+                length, width = rng_site.uniform(10, 22), rng_site.uniform(6, 12)
+            else:
+                length, width = rng_site.uniform(30, 80), rng_site.uniform(4, 8)
+            # the whole site, with room for the operator's hand (offsets, a longer or wider stroke), lies
+            # outside the robot ROI: its outline, grown by 10 paper px, is checked
+            reach = (length if kind == "dab" else length / 2) + 10
+            across = width + 10
+            ca, sa = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+            outline = [
+                (x + a * reach * ca - b * across * sa, y + a * reach * sa + b * across * ca)
+                for a in (-1, -0.5, 0, 0.5, 1)
+                for b in (-1, 0, 1)
+            ]
+            if all(free(px, py) for px, py in outline):
+                sites.append(ManualSite(view, kind, x, y, length, width, angle))
+                placed += 1
+    return {"holes": holes, "clips": clips, "sites": tuple(sites)}
+
+
+def _site_ends(x, y, length, angle):
+    dx, dy = np.cos(np.deg2rad(angle)) * length / 2, np.sin(np.deg2rad(angle)) * length / 2
+    return [(x - dx, y - dy), (x + dx, y + dy)]
+
+
+def car_sites(car_seed: int, sites, nuisance: float) -> list[ManualSite]:
+    """This car's version of the model's manual-seal sites: the operator's hand varies amount, extent,
+    thickness, angle and place by ``nuisance`` x the ranges of ``scene.SITE_VARIATION``, and rarely
+    skips a site. The draws are fixed per car, so the knob scales the same variation (common random
+    numbers: a calibration curve over ``nuisance`` is smooth)."""
+    var = {k: v[2] * nuisance for k, v in scene_mod.SITE_VARIATION.items()}
+    u = np.random.default_rng([car_seed, 5]).uniform(-1, 1, (len(sites), 3))
+    z = np.random.default_rng([car_seed, 6]).standard_normal((len(sites), 3))
+    skip = np.random.default_rng([car_seed, 7]).random(len(sites))
+    out = []
+    for site, (ua, ue, ut), (za, zx, zy), sk in zip(sites, u, z, skip, strict=True):
+        if sk < var["skipped"]:
             continue
-        if rng_car.random() < 0.5:  # blob
-            axes = (max(1, int(rng_car.uniform(6, 26) * scale)), max(1, int(rng_car.uniform(5, 16) * scale)))
-            cv2.ellipse(
-                layer,
-                (int(x * scale), int(y * scale)),
-                axes,
-                rng_car.uniform(0, 180),
-                0,
-                360,
-                1.0,
-                -1,
-                cv2.LINE_AA,
+        out.append(
+            dataclasses.replace(
+                site,
+                x=site.x + var["offset"] * zx,
+                y=site.y + var["offset"] * zy,
+                length=site.length * (1 + var["extent"] * ue),
+                width=site.width * (1 + var["amount"] * ua),
+                angle=site.angle + var["angle"] * za,
+                thickness=1 + var["thickness"] * ut,
             )
-        else:  # brushed stroke
-            ang = rng_car.uniform(0, np.pi)
-            ln = rng_car.uniform(25, 90)
-            p0 = (int(x * scale), int(y * scale))
-            p1 = (int((x + ln * np.cos(ang)) * scale), int((y + ln * np.sin(ang)) * scale))
-            cv2.line(layer, p0, p1, 1.0, max(1, int(rng_car.uniform(4, 10) * scale)), cv2.LINE_AA)
+        )
+    return out
+
+
+def car_fixtures(car_seed: int, layout: dict, scene: scene_mod.SceneConfig) -> tuple[list, list]:
+    """This car's drain-hole states and clips: the model's, except that each hole deviates (a missing
+    plug or tape leaves it open, an open one is plugged) with probability ``scene.hole_deviation_rate``
+    and each clip is missing with probability ``scene.clip_missing_rate``."""
+    rng = np.random.default_rng([car_seed, 9])
+    u_hole, u_clip = rng.random(len(layout["holes"])), rng.random(len(layout["clips"]))
+    states = [
+        ("plugged" if st == "open" else "open") if u < scene.hole_deviation_rate else st
+        for (_, _, _, st), u in zip(layout["holes"], u_hole, strict=True)
+    ]
+    clips = [bool(c) and u >= scene.clip_missing_rate for c, u in zip(layout["clips"], u_clip, strict=True)]
+    return states, clips
+
+
+def stray_marks(car_seed: int, nuisance: float, keepout, scale: float) -> list[ManualSite]:
+    """Rare sealant marks anywhere outside the robot ROI: each of ``STRAY_CANDIDATES`` is laid with
+    probability ``STRAY_MEAN * nuisance / STRAY_CANDIDATES`` (binomial, mean ``STRAY_MEAN * nuisance``),
+    at the first of four drawn places outside the ROI (all four inside: dropped, p < 0.01)."""
+    p = scene_mod.STRAY_MEAN * nuisance / scene_mod.STRAY_CANDIDATES
+    d = np.random.default_rng([car_seed, 8]).random((scene_mod.STRAY_CANDIDATES, 13))
+    H, W = keepout.shape
+    out = []
+    for u, kind, ul, uw, ua, *places in d:
+        if u >= p:
+            continue
+        free = [
+            (20 + ux * (CANVAS_SIZE[0] - 40), 15 + uy * (CANVAS_SIZE[1] - 30))
+            for ux, uy in zip(places[0::2], places[1::2], strict=True)
+        ]
+        free = [
+            (x, y) for x, y in free if not keepout[min(H - 1, int(y * scale)), min(W - 1, int(x * scale))]
+        ]
+        if not free:
+            continue
+        x, y = free[0]
+        if kind < 0.5:
+            site = ManualSite("", "dab", x, y, 6 + 20 * ul, 5 + 11 * uw, 180 * ua)
+        else:
+            site = ManualSite("", "run", x, y, 25 + 65 * ul, 4 + 6 * uw, 180 * ua)
+        out.append(site)
+    return out
+
+
+def _manual_sealant(sites, height, albedo_mask, scale, keepout):
+    """Draw operators' sealant (the car's manual sites and stray marks) outside the robot ROI."""
+    layer = np.zeros_like(height)
+    for s in sites:
+        centre = (int(round(s.x * scale)), int(round(s.y * scale)))
+        if s.kind == "dab":
+            axes = (max(1, int(round(s.length * scale))), max(1, int(round(s.width * scale))))
+            cv2.ellipse(layer, centre, axes, s.angle, 0, 360, float(s.thickness), -1, cv2.LINE_AA)
+        else:
+            (xa, ya), (xb, yb) = _site_ends(s.x, s.y, s.length, s.angle)
+            p0 = (int(round(xa * scale)), int(round(ya * scale)))
+            p1 = (int(round(xb * scale)), int(round(yb * scale)))
+            cv2.line(layer, p0, p1, float(s.thickness), max(1, int(round(s.width * scale))), cv2.LINE_AA)
     layer[keepout] = 0.0
     soft = cv2.GaussianBlur(layer, (0, 0), max(0.6, 2.0 * scale))
     height += soft * 5 * scale
@@ -362,21 +506,28 @@ def trajectory_mask(seams: list[Seam], scale: float, shape, extra_radius: float 
 
 
 def draw_underbody(
-    car_seed: int, scale: float, defect: ProcessDefect | None = None, model_seed: int = 7
+    car_seed: int,
+    scale: float,
+    defect: ProcessDefect | None = None,
+    model_seed: int = 7,
+    scene: scene_mod.SceneConfig | None = None,
 ) -> UnderbodyDrawing:
     """Draw one car's underbody (and its process defect, if any) at ``scale``."""
+    scene = scene or scene_mod.SceneConfig()
     seams = model_seams()
     H, W = int(round(CANVAS_SIZE[1] * scale)), int(round(CANVAS_SIZE[0] * scale))
-    rng_model = np.random.default_rng([model_seed, 0])
     rng_car = np.random.default_rng([car_seed, 3])
     variation = draw_car_variation(car_seed, seams)
     keepout = trajectory_mask(seams, scale, (H, W), extra_radius=22.0) > 0
 
     height = np.zeros((H, W), np.float32)
     albedo_shift = np.zeros((H, W, 3), np.float32)
-    _draw_structure(rng_model, rng_car, height, albedo_shift, scale, keepout)
+    _draw_structure(model_seed, car_seed, height, albedo_shift, scale, scene)
     manual = np.zeros((H, W), np.float32)
-    _manual_sealant(rng_car, height, manual, scale, keepout)
+    sites = car_sites(car_seed, model_layout(model_seed, scale)["sites"], scene.nuisance)
+    _manual_sealant(
+        sites + stray_marks(car_seed, scene.nuisance, keepout, scale), height, manual, scale, keepout
+    )
 
     strokes_by_seam = nominal_bead_strokes(seams, variation)
     strokes, holes = [], []
@@ -431,4 +582,4 @@ def draw_underbody(
     ndoth = np.clip(nx * half[0] + ny * half[1] + nz * half[2], 0, 1)
     glossiness = 0.25 + 0.75 * alpha[..., 0]  # wet sealant shines more than paint
     gloss = np.clip(255 * glossiness * ndoth**30, 0, 255).astype(np.uint8)
-    return UnderbodyDrawing(diffuse, gloss, defect_mask, bead_fp)
+    return UnderbodyDrawing(diffuse, gloss, defect_mask, bead_fp, manual > 0.5)

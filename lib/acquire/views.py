@@ -21,13 +21,18 @@ from lib.fileio import read_image
 def load_or_simulate(
     profile: Profile, data_root: Path | str, seed: int | None = None, force: bool = False, workers=None
 ) -> dict:
-    """Reuse a finished simulation of the same profile and seed under ``data_root``, else render it."""
+    """Reuse a finished simulation of the same profile, seed and scene under ``data_root``, else render
+    it (a root rendered by older simulator code or another scene is rendered anew)."""
     root = Path(data_root)
     meta_path = root / "simulation.json"
     want_seed = profile.seed if seed is None else int(seed)
     if meta_path.is_file() and not force:
         meta = json.loads(meta_path.read_text())
-        if meta.get("profile") == profile.name and meta.get("seed") == want_seed:
+        if (
+            meta.get("profile") == profile.name
+            and meta.get("seed") == want_seed
+            and meta.get("scene") == profile.scene_config.identity()
+        ):
             meta["reused"] = True
             return meta
     meta = sl.simulate_line(profile, root, seed=want_seed, workers=workers)

@@ -88,7 +88,7 @@ def extract(
 ):
     """Assign splits and extract every crop the dataset needs; writes extraction/*.csv.
 
-    Reuses a finished extraction with the same seed and threshold unless ``force``.
+    Reuses a finished extraction with the same seed, threshold and simulated scene unless ``force``.
     """
     from lib.extract import template_matching as tm
 
@@ -100,6 +100,9 @@ def extract(
         "normals_per_view": profile.normals_per_view,
         "synthetic_fraction": profile.synthetic_fraction,
     }
+    sim = root / "simulation.json"  # a re-rendered line (another scene) is extracted anew
+    if sim.is_file():
+        params["scene"] = json.loads(sim.read_text()).get("scene")
     done = root / "extraction" / "params.json"
     if not force and done.is_file() and json.loads(done.read_text()) == params:
         read = lambda name: pd.read_csv(root / "extraction" / name, keep_default_na=False)  # noqa: E731
