@@ -272,3 +272,29 @@ def test_calibration_curve_figure_marks_the_default():
     assert [ln.get_xdata()[0] for ln in ax.lines if ln.get_label().startswith("default")] == [1.0]
     mean = next(ln for ln in ax.lines if ln.get_label() == "mean over views")
     assert list(mean.get_ydata()) == [0.95, 0.87, 0.8]
+
+
+def test_run_check_reads_raw_patchcore_validation_only():
+    import pandas as pd
+
+    rows = []
+    for masked in (False, True):
+        for view, a in (("front", 0.9), ("center", 0.8), ("back", 0.85)):
+            for subset in ("val", "test"):
+                rows.append(
+                    {
+                        "model": "patchcore",
+                        "masked": masked,
+                        "seed": 0,
+                        "viewpoint": view,
+                        "subset": subset,
+                        "level": "image",
+                        "policy": "oracle",
+                        "auroc": a if (subset == "val" and not masked) else 0.1,
+                    }
+                )
+    check = calibration.run_check(pd.DataFrame(rows))
+    assert check["mean"] == pytest.approx(0.85) and check["in_band"]
+    assert (check["front"], check["center"], check["back"]) == (0.9, 0.8, 0.85)
+    with pytest.raises(ValueError, match="needs all of"):
+        calibration.run_check(pd.DataFrame(rows[2:]))

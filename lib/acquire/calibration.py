@@ -85,3 +85,36 @@ def choose(points: list[dict], target: float = PAPER_RAW_PATCHCORE_VAL_AUROC) ->
     if not admissible:
         raise ValueError("no admissible calibration point (nuisance > 0) to choose from")
     return min(admissible, key=lambda p: (abs(p["val_auroc_mean"] - target), p["nuisance"]))
+
+
+def run_check(metrics, seed: int = 0) -> dict:
+    """The calibrated figure as a finished run measured it: raw PatchCore's validation image AUROC per
+    view and its mean, against the paper's value and the accepted band (notebook 08 prints it).
+
+    ``metrics`` is the evaluation table (one row per cell, subset, level and policy). Raises when the
+    run has no raw PatchCore cells of ``seed`` in all three views (say so rather than guess)."""
+    sel = metrics[
+        (metrics.model == "patchcore")
+        & (~metrics.masked.astype(bool))
+        & (metrics.seed == seed)
+        & (metrics.subset == "val")
+        & (metrics.level == "image")
+        & (metrics.policy == "oracle")
+    ]
+    per_view = {
+        v: float(sel[sel.viewpoint == v].auroc.iloc[0]) for v in VIEWPOINTS if (sel.viewpoint == v).any()
+    }
+    if len(per_view) != len(VIEWPOINTS):
+        raise ValueError(
+            f"raw PatchCore (seed {seed}) has validation results for {sorted(per_view)} only; the "
+            f"calibration check needs all of {list(VIEWPOINTS)}"
+        )
+    mean = sum(per_view.values()) / len(per_view)
+    lo, hi = ACCEPT_BAND
+    return {
+        **{v: round(a, 4) for v, a in per_view.items()},
+        "mean": round(mean, 4),
+        "paper": PAPER_RAW_PATCHCORE_VAL_AUROC,
+        "band": ACCEPT_BAND,
+        "in_band": bool(lo <= mean <= hi),
+    }
