@@ -23,6 +23,9 @@ def _nuisance(n):
 
 def test_manual_sites_are_the_models_not_the_cars():
     """At nuisance 0 every car of a model carries the same manual sealant; another model's differs."""
+    first = ub.model_layout(7, SCALE)
+    ub._model_layout.cache_clear()  # drawn anew from the model's seed: the same layout, not a cached one
+    assert ub.model_layout(7, SCALE) == first
     a = ub.draw_underbody(5, SCALE, scene=_nuisance(0.0)).manual_mask
     b = ub.draw_underbody(6, SCALE, scene=_nuisance(0.0)).manual_mask
     other = ub.draw_underbody(5, SCALE, model_seed=8, scene=_nuisance(0.0)).manual_mask
