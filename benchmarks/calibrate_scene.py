@@ -72,7 +72,8 @@ def main():
             "rule": "the admissible candidate (nuisance > 0) nearest the target (lib.acquire.calibration.choose)",
             "chosen_nuisance": best["nuisance"],
             "points": points,
-            "command": "python benchmarks/calibrate_scene.py " + " ".join(sys.argv[1:]),
+            # what decides the numbers (not where the data was kept: no local paths in a report)
+            "command": f"python benchmarks/calibrate_scene.py --profile {prof.name} --nuisance {args.nuisance}",
             "commit": commit.strip(),
             "cpu": cpu,
             "wall_s": round(time.perf_counter() - t0, 1),
