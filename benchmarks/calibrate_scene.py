@@ -3,7 +3,7 @@
     python benchmarks/calibrate_scene.py [--profile quick] [--nuisance 0,0.5,1,2,4] [--work-dir DIR]
 
 For each candidate nuisance: render the profile's line, build its dataset as notebooks 00-02 do, fit raw
-PatchCore (seed 0) per viewpoint and read its **validation** image AUROC (lib.acquire.calibration). Prints
+PatchCore (seed 0) per viewpoint and read its **validation** image AUROC (lib.evaluate.claims.calibration). Prints
 the curve and the admissible candidate (nuisance > 0) nearest the paper's 0.868 (Table 4), and writes the measured curve to
 lib/acquire/scene_calibration.json (notebook 00 plots it). Copy the chosen value into
 ``lib.acquire.scene.CALIBRATED_NUISANCE`` by hand: the default changes only by a reviewed commit.
@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main():
     import pandas as pd
 
-    from lib.acquire import calibration, scene
+    from lib.acquire import scene
     from lib.config import cpu_description, load_profile
+    from lib.evaluate.claims import calibration
     from lib.fileio import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,7 +70,7 @@ def main():
             "target": calibration.PAPER_RAW_PATCHCORE_VAL_AUROC,
             "accept_band": list(calibration.ACCEPT_BAND),
             "profile": prof.name,
-            "rule": "the admissible candidate (nuisance > 0) nearest the target (lib.acquire.calibration.choose)",
+            "rule": "the admissible candidate (nuisance > 0) nearest the target (lib.evaluate.claims.calibration.choose)",
             "chosen_nuisance": best["nuisance"],
             "points": points,
             # what decides the numbers (not where the data was kept: no local paths in a report)

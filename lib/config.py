@@ -24,6 +24,73 @@ VIEWPOINTS = ("front", "center", "back")
 PAPER_CROP_SIZE = (848, 480)
 
 
+#: Bumped whenever the drawing of a car or a frame changes, so a data root rendered by older code is
+#: not reused as if it were current (``views.load_or_simulate`` compares it).
+SCENE_VERSION = 2
+
+#: The calibrated default of ``SceneConfig.nuisance`` (see the module docstring).
+CALIBRATED_NUISANCE = 0.5
+
+#: Manual-seal sites per viewpoint section, drawn once per car model.
+SITES_PER_VIEW = 5
+#: Stray-mark candidates per car: each is laid with probability STRAY_MEAN * nuisance / STRAY_CANDIDATES,
+#: so the count is binomial with mean STRAY_MEAN * nuisance (nuisance <= STRAY_CANDIDATES / STRAY_MEAN).
+STRAY_CANDIDATES = 8
+STRAY_MEAN = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneConfig:
+    """The per-car nuisance and the imaging protocol; the defaults are the calibrated default line."""
+
+    #: scales the manual sites' per-car variation and the stray-mark rate together (the calibrated knob)
+    nuisance: float = CALIBRATED_NUISANCE
+    #: per hole and car: its plug or tape differs from the car model's (a missing plug, a plugged hole)
+    hole_deviation_rate: float = 0.02
+    #: per clip and car: a clip of the car model is missing
+    clip_missing_rate: float = 0.03
+    #: the default imaging protocol: the lamps' gain drifts by up to this share per pass and within a pass
+    lamp_drift: float = 0.03
+    #: photometric shifts (paper section 8.4), 0 = off: extra per-pass lamp gain (+-share) and gamma
+    lamp_intensity: float = 0.0
+    #: per-pass colour-temperature tilt of blue against red (+-share)
+    colour_temperature: float = 0.0
+    #: strength (0..1) of a specular glare spot at a per-pass place in the frame
+    glare: float = 0.0
+    #: depth (0..1) of a soft shadow band at a per-pass place in the frame
+    shadow: float = 0.0
+
+    def __post_init__(self) -> None:
+        limit = STRAY_CANDIDATES / STRAY_MEAN
+        if not 0.0 <= self.nuisance <= limit:
+            raise ValueError(f"scene nuisance must lie in [0, {limit:g}], got {self.nuisance}")
+        for name in ("hole_deviation_rate", "clip_missing_rate", "glare", "shadow"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"scene {name} must lie in [0, 1], got {getattr(self, name)}")
+        for name in ("lamp_drift", "lamp_intensity", "colour_temperature"):
+            if not 0.0 <= getattr(self, name) <= 0.5:
+                raise ValueError(f"scene {name} must lie in [0, 0.5], got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None, where: str = "scene") -> SceneConfig:
+        """Build from a profile's ``scene`` table; an unknown key or a bad value names ``where``."""
+        values = dict(values or {})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown scene field(s) {sorted(unknown)}; "
+                f"known: {[f.name for f in dataclasses.fields(cls)]}"
+            )
+        try:
+            return cls(**{k: float(v) for k, v in values.items()})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from None
+
+    def identity(self) -> dict:
+        """What a data root records of its scene: the version and every setting."""
+        return {"version": SCENE_VERSION, **dataclasses.asdict(self)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """One row of ``profiles.toml``: how big and how many."""
@@ -109,10 +176,8 @@ class Profile:
         return int(round(paper_pixels * self.scale))
 
     @property
-    def scene_config(self):
-        """The scene of the simulated line (``lib.acquire.scene.SceneConfig``)."""
-        from lib.acquire.scene import SceneConfig
-
+    def scene_config(self) -> SceneConfig:
+        """The scene of the simulated line (its table: ``lib.acquire.scene``)."""
         return SceneConfig.from_dict(self.scene, where=f"profile {self.name!r} [scene]")
 
     @property

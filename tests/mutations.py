@@ -42,7 +42,7 @@ FAST = [
 ]
 
 LAYER = ["tests/test_layers.py"]
-UB, SCN, SC = "lib/acquire/underbody.py", "lib/acquire/scene.py", "tests/test_scene.py"
+UB, SC = "lib/acquire/underbody.py", "tests/test_scene.py"
 RUNNER = "lib/notebooks.py"
 
 
@@ -610,7 +610,7 @@ MUTATIONS = [
     Mutation(
         "glare-on-by-default",
         "the default imaging protocol carries glare",
-        SCN,
+        "lib/config.py",
         "    glare: float = 0.0",
         "    glare: float = 0.3",
         (SC, "-k", "off_by_default"),

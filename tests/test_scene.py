@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.acquire import calibration, scene, views
+from lib.acquire import scene, views
 from lib.acquire import sealant_line as sl
 from lib.acquire import underbody as ub
 from lib.config import load_profile
+from lib.evaluate.claims import calibration
 
 SCALE = 0.25
 CARS = range(100, 300)

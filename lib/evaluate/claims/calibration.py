@@ -1,5 +1,7 @@
 """Calibrating the simulated line's one knob on one number: raw PatchCore's validation image AUROC.
 
+It lives with the claims because its target is one of the paper's figures about a named model.
+
 The paper reports raw PatchCore at 86.8 +- 0.9 image AUROC on its validation split (Table 4, averaged
 over the three viewpoints). The simulator's ``scene.nuisance`` scales how much a car differs from the
 next outside the robot's beads; for each candidate value this renders the profile's line, extracts and
