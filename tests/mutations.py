@@ -623,6 +623,14 @@ MUTATIONS = [
         "",
         (SC, "-k", "rendered_anew"),
     ),
+    Mutation(
+        "site-variation-capped",
+        "the hand's variation stops growing past nuisance 1 (the knob is not linear)",
+        UB,
+        "var = {k: v[2] * nuisance for k, v in scene_mod.SITE_VARIATION.items()}",
+        "var = {k: v[2] * min(nuisance, 1.0) for k, v in scene_mod.SITE_VARIATION.items()}",
+        (SC, "-k", "linearly"),
+    ),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 if len(BY_NAME) != len(MUTATIONS):
