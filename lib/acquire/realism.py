@@ -7,10 +7,10 @@ made from the same drawing code the line renders with, at the ``paper`` profile'
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from lib.acquire import scene as scene_mod
+from lib.acquire import sealant_line as sl
 from lib.acquire import underbody as ub
 
 #: (aspect, the paper says (section), the simulator draws, where)
@@ -74,9 +74,8 @@ def realism_table():
 
 
 def neutral_image(drawing: ub.UnderbodyDrawing, lamp_level: float = 0.5) -> np.ndarray:
-    """A drawing lit evenly (the lamps' reflections averaged, no noise, no blur): how a template looks."""
-    gloss = (drawing.gloss * float(lamp_level)).astype(np.uint8)
-    return cv2.add(drawing.diffuse, cv2.merge([gloss, gloss, gloss]))
+    """A drawing lit evenly (``sealant_line.neutral_image``; half the lamps' full reflection)."""
+    return sl.neutral_image(drawing, lamp_level)
 
 
 def view_crops(car_seed: int, scale: float = 1.0, scene=None) -> dict:

@@ -400,6 +400,13 @@ def region_labels(viewpoint: str, crop_size) -> np.ndarray:
     return (ys[:, None] * cols + xs[None, :] + 1).astype(np.uint8)
 
 
+def neutral_image(drawing: ub.UnderbodyDrawing, lamp_level: float) -> np.ndarray:
+    """A drawing lit evenly: the lamps' reflections at one level (``lamp_level`` of full), no noise, no
+    blur. Templates use the lamps' mean; notebook 00's realism figures use the same rendering."""
+    gloss = (drawing.gloss * float(lamp_level)).astype(np.uint8)
+    return cv2.add(drawing.diffuse, cv2.merge([gloss, gloss, gloss]))
+
+
 def write_templates(profile: Profile, data_root: Path, roi_margin: float = DEFAULT_ROI_MARGIN) -> dict:
     """Render the reference car, cut the three viewpoint templates and their masks."""
     drawing = ub.draw_underbody(TEMPLATE_CAR_SEED, profile.scale, scene=profile.scene_config)
@@ -409,8 +416,7 @@ def write_templates(profile: Profile, data_root: Path, roi_margin: float = DEFAU
     traj = ub.trajectory_mask(seams, profile.scale, shape)
     roi = ub.trajectory_mask(seams, profile.scale, shape, extra_radius=roi_margin)
     # a neutral frame-like rendering: lamps' reflections averaged, no noise, no blur
-    mean_lamp = float(synth.lamp.mean()) / 255.0
-    lit = cv2.add(drawing.diffuse, cv2.merge([(drawing.gloss * mean_lamp).astype(np.uint8)] * 3))
+    lit = neutral_image(drawing, float(synth.lamp.mean()) / 255.0)
     meta = {"roi_margin_paper_px": roi_margin, "scale": profile.scale, "viewpoints": {}}
     tdir = Path(data_root) / "templates"
     for view in VIEWPOINTS:
