@@ -92,7 +92,14 @@ def cmd_bundle(args) -> int:
     from lib.inspection.bundle import make_bundle
 
     out = make_bundle(
-        args.profile, args.model, args.out, args.seed, args.variant == "masked", args.data_root, args.alerts
+        args.profile,
+        args.model,
+        args.out,
+        args.seed,
+        args.variant == "masked",
+        args.data_root,
+        args.alerts,
+        allow_random_backbone=args.allow_random_backbone,
     )
     print(f"bundle written to {out}")
     return 0
@@ -112,31 +119,68 @@ def cmd_inspect(args) -> int:
         overlays=args.overlays,
         backend=args.backend,
         precision=args.precision,
+        threads=args.threads,
+        no_car_s=args.no_car_timeout,
+        heartbeat_s=args.heartbeat,
     )
     print(json.dumps(summary))
-    return 0
+    return 130 if summary["interrupted"] else 0
 
 
 def cmd_export(args) -> int:
+    from lib.fileio import sha256_file
     from lib.models import export as E
     from lib.models.base import AnomalyModel
     from lib.store import Cell, cell_dir
 
     if args.cell:
+        if args.out is None:
+            raise ValueError("export --cell needs --out FILE.onnx")
         ckpt = cell_dir(_data_root(args) / "results", Cell.from_key(args.cell)) / "checkpoint"
-        jobs = [(ckpt, Path(args.out))]
+        jobs = [(ckpt, Path(args.out), {})]
     else:
-        from lib.inspection.bundle import verify_bundle
+        from lib.inspection.bundle import BundleError, register_files, verify_bundle
 
-        info = verify_bundle(args.bundle)
-        jobs = [(Path(args.bundle) / v / "model", Path(args.out) / f"{v}.onnx") for v in info["views"]]
-    for ckpt, out in jobs:
-        model = AnomalyModel.load(ckpt)
+        bundle = Path(args.bundle)
+        info = verify_bundle(bundle)
+        if (
+            args.out is None
+        ):  # into the bundle, listed in its manifest (inspect --backend onnxruntime uses them)
+            target = bundle / "onnx"
+        else:
+            target = Path(args.out)
+            if target.resolve().is_relative_to(bundle.resolve()):
+                raise BundleError(
+                    f"--out {target} lies inside the bundle {bundle}, which would then fail its integrity "
+                    "check; omit --out to write the exports into the bundle's onnx/ folder, listed in its "
+                    "manifest"
+                )
+        jobs = [
+            (
+                bundle / v / "model",
+                target / f"{v}.onnx",
+                {f: str(bundle / r) for f, r in m.get("weights", {}).items()},
+            )
+            for v, m in info["views"].items()
+        ]
+    records = {}
+    for ckpt, out, overrides in jobs:
+        model = AnomalyModel.load(ckpt, overrides=overrides)
         E.export_onnx(model, out)
         probe = _probe(model)
         check = E.parity(model.predict(probe), E.OnnxPredictor(out).predict(probe))
         print(
             f"{out}: {model.name} {model.input_size[0]}x{model.input_size[1]}; parity on a probe image {check}"
+        )
+        records[ckpt.parent.name] = {
+            "file": f"onnx/{out.name}",
+            "model_sha256": sha256_file(ckpt / "weights.safetensors"),
+            "parity": check,
+        }
+    if args.bundle and args.out is None:
+        register_files(bundle, "onnx", records)
+        print(
+            f"{bundle / 'onnx'}: listed in {bundle / 'MANIFEST.json'}; inspect --backend onnxruntime uses it"
         )
     return 0
 
@@ -235,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--data-root", default=None, help="default data/<profile>")
     bun.add_argument("--alerts", default=None, help="alert rules (TOML); default lib/inspection/alerts.toml")
     bun.add_argument("--out", required=True)
+    bun.add_argument(
+        "--allow-random-backbone",
+        action="store_true",
+        help="pack a model whose backbone has no pretrained weights here (every verdict says so)",
+    )
+    from lib.inspection import DEFAULT_THREADS
+
     ins = sub.add_parser("inspect", help="inspect a video, a folder of videos or a stream with a bundle")
     ins.add_argument("source", help="video file | folder of videos | anything cv2.VideoCapture opens")
     ins.add_argument("--bundle", required=True)
@@ -244,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--mqtt", default=None, help="HOST:PORT: publish verdicts and alerts")
     ins.add_argument("--alerts", default=None, help="alert rules (TOML); default the bundle's")
     ins.add_argument("--overlays", default="all", choices=["all", "anomalous", "none"])
+    ins.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"torch/OpenCV/ONNX Runtime threads (default {DEFAULT_THREADS}: measured to hold up when "
+        "other processes share the CPU; docs/inspection.md)",
+    )
+    ins.add_argument(
+        "--no-car-timeout",
+        type=float,
+        default=60.0,
+        help="seconds (of video, or of waiting with --follow) without a car before a 'no cars seen' "
+        "health event (default 60)",
+    )
+    ins.add_argument("--heartbeat", type=float, default=30.0, help="--mqtt: heartbeat period, s (default 30)")
     ins.add_argument(
         "--precision",
         default=None,
@@ -262,7 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--bundle", help="a deployment bundle: exports each viewpoint's model")
     exp.add_argument("--profile", default="auto")
     exp.add_argument("--data-root", default=None, help="--cell: default data/<profile>")
-    exp.add_argument("--out", required=True, help="--cell: the .onnx file; --bundle: a folder")
+    exp.add_argument(
+        "--out",
+        default=None,
+        help="--cell: the .onnx file; --bundle: a folder outside the bundle (default: the bundle's own "
+        "onnx/, listed in its manifest)",
+    )
     dev = sub.add_parser("deviations", help="print every setting in which a profile departs from Table 3")
     dev.add_argument("--profile", default="quick")
     for sp, fn in (

@@ -33,12 +33,13 @@ CV, CE, CC = (
 )
 AL, SE, IN = "lib/inspection/alerts.py", "lib/inspection/segment.py", "lib/inspection/inspector.py"
 EV, FE = "lib/inspection/evaluate.py", "lib/models/features.py"
+MQ = "lib/inspection/mqtt.py"
 PD = "lib/models/efficientad/torch_model.py"
 GEO = ["tests/test_model_fidelity.py", "-k", "efficientad_map or efficientad_warns or exact_geometry"]
 FAST = [
     "tests/test_inspection.py",
     "-k",
-    "segmenter and not rendered or ewma or k_of_n or fusion or outcomes",
+    "segmenter and not rendered or ewma or k_of_n or fusion or outcomes or baseline or outbox or decide",
 ]
 
 LAYER = ["tests/test_layers.py"]
@@ -236,16 +237,16 @@ MUTATIONS = [
         "k-of-n-fires-one-flag-late",
         "k of n fires one flag late",
         AL,
-        "sum(self.history[seam]) >= c.k",
-        "sum(self.history[seam]) > c.k",
+        '"k_of_n": (n_flag >= c.k, n_flag, c.k)',
+        '"k_of_n": (n_flag > c.k, n_flag, c.k)',
         FAST,
     ),
     Mutation(
         "an-alert-on-every-underbody-in-alarm",
         "an alert on every underbody in alarm",
         AL,
-        "if on and not self.in_alarm[(seam, rule)]:",
-        "if on:",
+        "if not self.open[key]:",
+        "if True:",
         FAST,
     ),
     Mutation(
@@ -260,7 +261,7 @@ MUTATIONS = [
         "a-view-rising-again-does-not-start",
         "a view rising again does not start the next car",
         SE,
-        "any(v in self.views and self.views[v].done for v in above)",
+        "any(v in self.views and self.views[v].done for v in enters)",
         "False",
         FAST,
     ),
@@ -271,6 +272,62 @@ MUTATIONS = [
         'feats = [z.get(v, fusion["normal_median"][v]) for v in VIEWPOINTS]',
         "feats = [z.get(v, 0.0) for v in VIEWPOINTS]",
         FAST,
+    ),
+    Mutation(
+        "one-car-alone-may-fire-the-ewma",
+        "an alert config where one car alone can fire the EWMA is accepted",
+        AL,
+        "if self.lam * self.clip >= self.ewma_limit:",
+        "if False:",
+        FAST,
+    ),
+    Mutation(
+        "cleared-without-the-rearm-wait",
+        "an alarm clears (and re-arms) on its first clear underbody",
+        AL,
+        "if self.clear_run[key] >= c.rearm:",
+        "if self.clear_run[key] >= 1:",
+        FAST,
+    ),
+    Mutation(
+        "line-baseline-from-the-mean",
+        "the line baseline's level is the warm-up mean (one defective car moves it)",
+        AL,
+        '"mean": med, "std": sd',
+        '"mean": sum(w) / len(w), "std": sd',
+        FAST,
+    ),
+    Mutation(
+        "segmenter-without-hysteresis",
+        "a view leaves at the enter threshold (no hysteresis)",
+        SE,
+        "if r.score >= self.leave:",
+        "if r.score >= self.threshold:",
+        FAST,
+    ),
+    Mutation(
+        "fusion-overrules-a-veto",
+        "the fusion overrules a view above its veto level",
+        IN,
+        "    elif vetoes:",
+        "    elif False:",
+        FAST,
+    ),
+    Mutation(
+        "outbox-drops-the-newest",
+        "a full MQTT outbox drops the newest message instead of the oldest",
+        MQ,
+        'self._ack_locked(self.pending.popleft()["seq"])',
+        'self._ack_locked(self.pending.pop()["seq"])',
+        FAST,
+    ),
+    Mutation(
+        "restart-renumbers-cars",
+        "a restarted inspect numbers cars from 0 again",
+        IN,
+        'first_index=int(state["next_pass"]) if state else 0,',
+        "first_index=0,",
+        ["tests/test_inspection.py", "-k", "resume"],
     ),
     Mutation(
         "alert-window-one-car-too-long",

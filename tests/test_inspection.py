@@ -24,7 +24,7 @@ from lib.extract.template_matching import Match
 from lib.inspection import evaluate as ie
 from lib.inspection.alerts import AlertConfig, AlertMonitor, load_alert_config
 from lib.inspection.bundle import BundleError, make_bundle, seam_labels, verify_bundle
-from lib.inspection.inspector import StreamError, fuse, run_inspection
+from lib.inspection.inspector import StreamError, decide, fuse, locate, run_inspection
 from lib.inspection.segment import PassSegmenter
 from lib.store import Cell
 
@@ -120,8 +120,8 @@ def frames(n):
     return [np.full((4, 4, 3), k, np.uint8) for k in range(n)]
 
 
-def segment(scores: dict, max_gap=5, stop=None):
-    seg = PassSegmenter({v: FakeMatcher(s) for v, s in scores.items()}, 0.5, max_gap)
+def segment(scores: dict, max_gap=5, stop=None, min_gap=1, leave=None):
+    seg = PassSegmenter({v: FakeMatcher(s) for v, s in scores.items()}, 0.5, max_gap, leave, min_gap)
     n = len(next(iter(scores.values()))) if stop is None else stop
     out = [p for k, f in enumerate(frames(n)) for p in seg.push(k, f)]
     return out + seg.finish(n - 1)
@@ -152,6 +152,30 @@ def test_segmenter_reports_partial_passes_next_car_gap_and_end():
     assert [(p.complete, p.reason, p.last_frame) for p in passes] == [(False, "gap", 3)]
 
 
+def test_segmenter_hysteresis_keeps_a_hovering_score_one_car():
+    """A match score hovering around the enter threshold (the seed-1 stream's center view: 0.497-0.529)
+    must not split one car in two; without hysteresis it does."""
+    a = [0, 0.6, 0.49, 0.52, 0.48, 0.55, 0.3, 0.2, 0.1, 0, 0, 0, 0, 0]
+    b = [0, 0, 0, 0, 0, 0, 0, 0.7, 0.8, 0.1, 0, 0, 0, 0]
+    one = segment({"a": a, "b": b}, min_gap=3)
+    assert [(p.complete, p.views["a"].frame_index) for p in one] == [(True, 1)]
+    assert one[0].last_frame == 11  # b left at 9 and stayed below 0.4 for 3 frames (9, 10, 11)
+    split = segment({"a": a, "b": b}, min_gap=1, leave=0.4999)
+    assert [p.reason for p in split] == ["next car", "next car", "all views"]  # one car, three verdicts
+    with pytest.raises(ValueError, match="below the enter"):
+        PassSegmenter({}, 0.5, 30, leave=0.5)
+
+
+def test_segmenter_closes_a_car_at_lost_frames_and_ids_carry_the_position():
+    seg = PassSegmenter({"a": FakeMatcher([0.8, 0.9, 0, 0])}, 0.5, 5, None, 1, first_index=7)
+    f = frames(4)
+    assert seg.push(0, f[0], ("c_1.mp4", 40)) == [] and seg.push(1, f[1], ("c_1.mp4", 41)) == []
+    assert seg.lost(1, 4) == []  # shorter than max_gap: the car goes on, counting them
+    (p,) = seg.lost(1, 5)
+    assert (p.index, p.reason, p.complete, p.car_id) == (7, "frames lost", False, "000007@c_1.mp4:40")
+    assert p.last_where == ("c_1.mp4", 41) and p.frames_lost == 9 and seg.lost(1, 50) == []
+
+
 def test_segmenter_finds_every_car_of_a_rendered_stream(stream, built):
     from lib.acquire.sealant_line import read_video_frames
     from lib.extract.template_matching import load_matchers
@@ -172,34 +196,75 @@ def test_segmenter_finds_every_car_of_a_rendered_stream(stream, built):
 
 
 # ---------------------------------------------------------------- alerts and fusion
-def test_k_of_n_fires_on_the_kth_flag_within_n_once():
-    mon = AlertMonitor(AlertConfig(k=2, n=3, L=1e9), {"s": {"robot": "R9", "mean": 0.0, "std": 1.0}})
-    fired = [
-        bool(mon.update(i, {"s": 0.0}, {"s"} if f else set()))
+def k_of_n_run(rearm):
+    mon = AlertMonitor(
+        AlertConfig(k=2, n=3, L=1e9, rearm=rearm, baseline="validation"),
+        {"s": {"robot": "R9", "mean": 0.0, "std": 1.0}},
+    )
+    out = [
+        [a["kind"] for a in mon.update(i, {"s": 0.0}, {"s"} if f else set())]
         for i, f in enumerate([1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1])
     ]
-    # flags at 0, 3, 5, 6, 7, 11, 12: window of 3 holds 2 flags first at 5 (3, 5); alarm stays to 8;
-    # clears at 9, fires again at 12 (11, 12)
-    assert [i for i, x in enumerate(fired) if x] == [5, 12]
+    return [i for i, x in enumerate(out) if "alert" in x], [i for i, x in enumerate(out) if "cleared" in x]
+
+
+def test_k_of_n_fires_on_the_kth_flag_within_n_once_then_clears_and_rearms():
+    # flags at 0, 3, 5, 6, 7, 11, 12: a window of 3 holds 2 flags first at 5 (3, 5) and last at 8;
+    # rearm 1: cleared at 9, fires again at 12 (11, 12)
+    assert k_of_n_run(1) == ([5, 12], [9])
+    # rearm 4: 9, 10, 11 clear is 3 < 4, the condition is back at 12: still the same alarm, no new alert
+    assert k_of_n_run(4) == ([5], [])
 
 
 def test_ewma_matches_the_hand_computed_recursion():
-    cfg = AlertConfig(k=1, n=1, lam=0.5, L=2.0, clip=100.0)
+    cfg = AlertConfig(k=1, n=1, lam=0.5, L=2.0, clip=2.0, baseline="validation")
     limit = 2.0 * math.sqrt(0.5 / 1.5)  # 1.1547
     mon = AlertMonitor(cfg, {"s": {"robot": "R1", "mean": 10.0, "std": 2.0}})
-    # z = 1 each time: e = 0.5, 0.75, 0.875 ... never above 1.1547; z = 3: e = 0.5*3 + 0.5*0.875 = 1.9375
+    # z = 1 each time: e = 0.5, 0.75, 0.875 ... never above 1.1547; z = 3, clipped to 2:
+    # e = 0.5 * 2 + 0.5 * 0.875 = 1.4375
     out = [mon.update(i, {"s": 12.0}, set()) for i in range(3)] + [mon.update(3, {"s": 16.0}, set())]
     assert out[:3] == [[], [], []]
     (alert,) = out[3]
-    assert alert["rule"] == "ewma" and alert["robot"] == "R1" and alert["value"] == pytest.approx(1.9375)
-    assert alert["limit"] == pytest.approx(limit, abs=1e-4)
+    assert alert["rule"] == "ewma" and alert["robot"] == "R1" and alert["value"] == pytest.approx(1.4375)
+    assert alert["limit"] == pytest.approx(limit, abs=1e-4) and alert["kind"] == "alert"
 
 
-def test_ewma_clips_one_extreme_car():
-    mon = AlertMonitor(
-        AlertConfig(k=1, n=1, lam=0.2, L=4.0, clip=6.0), {"s": {"robot": "R", "mean": 0.0, "std": 1.0}}
-    )
-    assert mon.update(0, {"s": 1e6}, set()) == []  # 0.2 * 6 = 1.2 < 4 * sqrt(0.2 / 1.8) = 1.333
+def test_one_car_alone_cannot_fire_the_ewma():
+    cfg = AlertConfig(baseline="validation")
+    assert cfg.lam * cfg.clip < cfg.ewma_limit  # the arithmetic of alerts.toml
+    mon = AlertMonitor(cfg, {"s": {"robot": "R", "mean": 0.0, "std": 1.0}})
+    assert mon.update(0, {"s": 1e6}, set()) == []
+    # three cars at the clip from 0: 0.6, 1.08, 1.464 > 1.333 fires on the third
+    assert [bool(mon.update(i, {"s": 1e6}, set())) for i in (1, 2)] == [False, True]
+    with pytest.raises(ValueError, match="one car alone could fire"):
+        AlertConfig(lam=0.2, L=4.0, clip=6.7)
+
+
+def test_line_baseline_is_the_median_and_mad_of_the_warmup():
+    mon = AlertMonitor(AlertConfig(warmup=5, k=5, n=5), {"s": {"robot": "R", "mean": 0.0, "std": 1.0}})
+    for i, x in enumerate([10.0, 11.0, 12.0, 13.0, 100.0]):  # the EWMA does not run yet
+        assert mon.update(i, {"s": x}, set()) == []
+        assert mon.ewma["s"] == 0.0
+    # median 12; |deviations| 2, 1, 0, 1, 88 -> MAD 1 -> sd 1.4826 (the outlier does not move it)
+    assert mon.seams["s"]["mean"] == 12.0 and mon.seams["s"]["std"] == pytest.approx(1.4826)
+    mon.update(5, {"s": 12.0 + 1.4826}, set())
+    assert mon.ewma["s"] == pytest.approx(0.2)
+
+
+def test_monitor_state_round_trips():
+    seams = {"s": {"robot": "R", "mean": 0.0, "std": 1.0}, "t": {"robot": "R", "mean": 0.0, "std": 1.0}}
+    rng = np.random.default_rng(0)
+    feed = [
+        ({"s": float(rng.normal(2)), "t": float(rng.normal())}, {"s"} if rng.random() < 0.4 else set())
+        for _ in range(60)
+    ]
+    a = AlertMonitor(AlertConfig(warmup=10), seams)
+    for i, (sc, fl) in enumerate(feed[:35]):
+        a.update(i, sc, fl)
+    b = AlertMonitor(AlertConfig(warmup=10), {k: dict(v) for k, v in seams.items()})
+    b.load_state(json.loads(json.dumps(a.state())))
+    for i, (sc, fl) in enumerate(feed[35:], start=35):
+        assert a.update(i, sc, fl) == b.update(i, sc, fl)
 
 
 def test_alert_config_errors_name_the_file(tmp_path):
@@ -209,6 +274,12 @@ def test_alert_config_errors_name_the_file(tmp_path):
         load_alert_config(p)
     p.write_text("[k_of_n]\nk = 11\nn = 10\n")
     with pytest.raises(ValueError, match="k <= n"):
+        load_alert_config(p)
+    p.write_text('[ewma]\nbaseline = "lines"\n')
+    with pytest.raises(ValueError, match=r"a\.toml.*baseline"):
+        load_alert_config(p)
+    p.write_text("[ewma]\nclip = 9.0\n")
+    with pytest.raises(ValueError, match=r"a\.toml.*one car alone"):
         load_alert_config(p)
     assert load_alert_config(Path("lib/inspection/alerts.toml")) == AlertConfig()
 
@@ -227,6 +298,59 @@ def test_fusion_by_hand():
     # a missing view enters with its validation-normal median, not with 0
     g = fuse({"front": 0.5, "back": 1.0}, fusion)
     assert g["logistic_p"] == pytest.approx(1 / (1 + math.exp(-(-0.5 + 0.5 - 4.0 - 1.0))), abs=1e-4)
+
+
+def view(z, regions=(), seam="s1"):
+    peak = {"bbox": [0, 0, 4, 4], "seam": seam, "robot": "R1", "peak": 1.0}
+    return {"z": z, "regions": list(regions), "peak": peak}
+
+
+def test_decide_fusion_veto_and_the_reason_for_an_overruled_view():
+    veto = {"front": 2.0, "center": 3.0, "back": 1.0}
+    normal = {"logistic_p": 0.2, "logistic_verdict": False}
+    # fusion says normal, center is above its threshold but below its veto level: stated, not silent
+    d = decide({"front": view(-1), "center": view(2.5), "back": view(-2)}, normal, veto, 0.5)
+    assert not d["anomalous"] and d["rule"] == "fusion"
+    (o,) = d["overruled"]
+    assert o["view"] == "center" and "below its veto level 3.00" in o["why"] and "p=0.200" in o["why"]
+    # at its veto level the view decides, and the reason names it
+    d = decide({"front": view(-1), "center": view(3.0), "back": view(-2)}, normal, veto, 0.5)
+    assert (
+        d["anomalous"] and d["rule"] == "veto" and "view center: z=3.00 >= its veto level 3.00" in d["reason"]
+    )
+    # the fusion's own anomalous verdict
+    d = decide({"front": view(-1)}, {"logistic_p": 0.9, "logistic_verdict": True}, veto, 0.5)
+    assert d["anomalous"] and d["rule"] == "fusion" and d["overruled"] == []
+
+
+def test_locate_names_a_region_a_peak_or_says_image_level_only():
+    reg = {"bbox": [1, 2, 3, 4], "seam": "s2", "robot": "R2", "peak": 5.0, "area": 9, "region": 1}
+    where, ev = locate({"front": view(0.5, [reg]), "center": view(2.0), "back": view(-1)}, True)
+    assert [(w["view"], w["kind"]) for w in where] == [("center", "peak"), ("front", "region")]
+    assert where[0]["below_pixel_threshold"] and where[1]["seam"] == "s2" and ev == "regions"
+    where, ev = locate({"front": view(-0.1), "center": view(-0.2)}, True)
+    assert where == [] and ev.startswith("image-level only")
+    assert locate({"front": view(3.0)}, False) == ([], "")
+
+
+def test_outbox_keeps_order_across_a_restart_and_drops_the_oldest_when_full(tmp_path):
+    from lib.inspection.mqtt import Outbox
+
+    box = Outbox(tmp_path / "q", max_messages=3)
+    for i in range(5):
+        box.put("t", {"i": i})
+    assert box.dropped == 2 and [m["payload"]["i"] for m in box.pending] == [2, 3, 4]
+    box.ack(box.peek()["seq"])
+    box.close()
+    with open(tmp_path / "q" / "outbox.jsonl", "a") as fh:
+        fh.write('{"seq": 99, "topic": "t", "payl')  # a line cut by a crash
+    again = Outbox(tmp_path / "q", max_messages=3)
+    assert [m["payload"]["i"] for m in again.pending] == [3, 4]
+    again.put("t", {"i": 5})
+    assert [m["seq"] for m in again.pending] == [3, 4, 5]
+    again.close()
+    with pytest.raises(ValueError, match=">= 1"):
+        Outbox(tmp_path / "r", max_messages=0)
 
 
 def test_seam_labels_cover_each_seam_centreline():
@@ -350,6 +474,197 @@ def test_cli_inspect_names_a_broken_bundle(tmp_path):
     assert r.returncode == 1 and "MANIFEST.json is missing" in r.stderr
 
 
+VOLATILE = ("time", "latency_ms", "overlay")
+
+
+def stable(records):
+    """Records without wall-clock fields (which a re-run cannot repeat)."""
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+
+
+def test_resume_after_an_interrupt_gives_each_car_one_verdict_and_keeps_alert_state(
+    bundle, stream, tmp_path, monkeypatch
+):
+    from lib.inspection import inspector as I
+
+    src, cars = stream
+    run_inspection(bundle, src, tmp_path / "whole", progress=False, overlays="none")
+    stop = int((cars.first_frame.iloc[2] + cars.last_frame.iloc[2]) // 2)  # inside car 2
+    real = I.open_frames
+
+    def interrupted(*args, **kwargs):
+        for n, item in enumerate(real(*args, **kwargs)):
+            if n == stop:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(I, "open_frames", interrupted)
+    first = run_inspection(bundle, src, tmp_path / "part", progress=False, overlays="none")
+    monkeypatch.setattr(I, "open_frames", real)
+    assert first["interrupted"] and first["underbodies"] == 2
+    state = json.loads((tmp_path / "part" / "state.json").read_text())
+    assert state["next_pass"] == 2
+    second = run_inspection(bundle, src, tmp_path / "part", progress=False, overlays="none")
+    assert second["resumed"] and second["underbodies"] == N_CARS - 2
+    whole = ie.read_jsonl(tmp_path / "whole" / "verdicts.jsonl")
+    part = ie.read_jsonl(tmp_path / "part" / "verdicts.jsonl")
+    assert [r["car_id"] for r in part] == [r["car_id"] for r in whole]
+    assert stable(part) == stable(whole)
+    assert stable(ie.read_jsonl(tmp_path / "part" / "alerts.jsonl")) == stable(
+        ie.read_jsonl(tmp_path / "whole" / "alerts.jsonl")
+    )
+    assert [h["kind"] for h in ie.read_jsonl(tmp_path / "part" / "health.jsonl")] == ["resumed"]
+
+
+def test_a_crash_between_state_and_files_is_repaired_on_restart(bundle, stream, tmp_path):
+    src, _ = stream
+    out = tmp_path / "o"
+    run_inspection(bundle, src, out, progress=False, overlays="none", max_frames=200)
+    lines = (out / "verdicts.jsonl").read_text().splitlines(keepends=True)
+    (out / "verdicts.jsonl").write_text("".join(lines[:-1]))  # the last verdict never reached the file
+    run_inspection(bundle, src, out, progress=False, overlays="none")
+    ids = [r["car_id"] for r in ie.read_jsonl(out / "verdicts.jsonl")]
+    assert len(ids) == len(set(ids)) and ids[len(lines) - 1] == json.loads(lines[-1])["car_id"]
+
+
+def test_a_state_file_of_another_bundle_is_refused(bundle, stream, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "state.json").write_text(json.dumps({"bundle": "0" * 64, "next_pass": 3}))
+    with pytest.raises(StreamError, match="another bundle"):
+        run_inspection(bundle, stream[0], out, progress=False)
+
+
+def faulty_folder(src, dst, zero_chunk=1, truncate_chunk=3):
+    """A copy of the stream's chunks with a zeroed region in one and a truncated extra file."""
+    dst.mkdir()
+    chunks = sorted(src.glob("chunk_*.mp4"))
+    for f in chunks:
+        shutil.copyfile(f, dst / f.name)
+    z = dst / chunks[zero_chunk].name
+    data = bytearray(z.read_bytes())
+    n = len(data)
+    data[int(0.5 * n) : int(0.52 * n)] = bytes(int(0.52 * n) - int(0.5 * n))
+    z.write_bytes(bytes(data))
+    part = chunks[truncate_chunk].read_bytes()
+    (dst / (chunks[truncate_chunk].stem + "_partial.mp4")).write_bytes(part[: len(part) // 2])
+    return z.name
+
+
+def test_corrupt_and_truncated_chunks_are_skipped_with_a_warning(bundle, stream, tmp_path):
+    src, cars = stream
+    zeroed = faulty_folder(src, tmp_path / "in")
+    summary = run_inspection(bundle, tmp_path / "in", tmp_path / "o", progress=False, overlays="none")
+    health = ie.read_jsonl(tmp_path / "o" / "health.jsonl")
+    kinds = [h["kind"] for h in health]
+    assert "corrupt_frames" in kinds and "unreadable_video" in kinds
+    lost = [h for h in health if h["kind"] == "corrupt_frames"]
+    assert all(h["file"] == zeroed and h["frames_lost"] >= 1 for h in lost)
+    # the lost frames keep their place in the frame count: cars still line up with the ground truth
+    assert summary["frames"] + sum(h["frames_lost"] for h in lost) == cars.last_frame.iloc[-1] + 1
+    records = ie.read_jsonl(tmp_path / "o" / "verdicts.jsonl")
+    matched = ie.match_cars(ie.verdict_table(records), cars)
+    assert sorted(matched.car) == list(cars.car)
+
+
+def test_a_black_camera_raises_no_cars_and_black_frame_events(bundle, tmp_path):
+    info = verify_bundle(bundle)
+    w, h = info["frame_size"]
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    wr = cv2.VideoWriter(str(folder / "dead.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
+    for _ in range(60):
+        wr.write(np.zeros((h, w, 3), np.uint8))
+    wr.release()
+    summary = run_inspection(bundle, folder, tmp_path / "o", progress=False, no_car_s=3.0)
+    kinds = [e["kind"] for e in ie.read_jsonl(tmp_path / "o" / "health.jsonl")]
+    assert summary["underbodies"] == 0 and kinds == ["black_frames", "no_cars"]
+
+
+def test_the_bundle_carries_its_backbone_and_runs_without_the_machine_s(
+    bundle, stream, tmp_path, monkeypatch
+):
+    """Weights are packed with their source and SHA-256; inspect reads them from the bundle even
+    where the machine has none (the package lookup is switched off)."""
+    from lib.fileio import sha256_file
+    from lib.inspection.inspector import Inspector
+    from lib.models import backbones as B
+
+    info = verify_bundle(bundle)
+    (rec,) = info["weights"]
+    assert rec["source"] == "package" and rec["comparable"] and not info["random_backbone"]
+    assert sha256_file(Path(bundle) / rec["file"]) == rec["sha256"]
+    monkeypatch.setattr(B, "_package_file", lambda spec: None)
+    monkeypatch.setattr(B, "_find_cached", lambda name: None)
+    insp = Inspector(bundle, overlays="none")
+    fe = insp.views["front"]["model"].net.extractor.info
+    assert fe.source == "file" and Path(fe.location) == Path(bundle) / rec["file"]
+    out = run_inspection(bundle, stream[0], tmp_path / "o", progress=False, overlays="none")
+    records = ie.read_jsonl(tmp_path / "o" / "verdicts.jsonl")
+    assert out["underbodies"] == N_CARS and not any(r["random_backbone"] for r in records)
+
+
+def test_bundle_refuses_a_random_backbone_unless_allowed_and_a_wrong_profile(built, tmp_path, monkeypatch):
+    from lib.inspection import bundle as Bu
+    from lib.models import backbones as B
+    from lib.models import make_model
+    from lib.models.train import run_cell
+
+    root, *_, manifest = built
+    with pytest.raises(BundleError, match="made with profile 'smoke', not 'quick'"):
+        make_bundle("quick", "patchcore", tmp_path / "q", data_root=root, store_root=tmp_path / "none")
+    monkeypatch.setattr(B, "_package_file", lambda spec: None)
+    monkeypatch.setattr(B, "_find_cached", lambda name: None)
+    from lib.config import load_profile
+
+    store = tmp_path / "store"
+    for v in VIEWPOINTS:
+        run_cell(
+            make_model("patchcore", load_profile("smoke")),
+            root,
+            manifest,
+            Cell("patchcore", v, True, 0),
+            store,
+            False,
+        )
+    with pytest.raises(BundleError, match="no pretrained weights.*--allow-random-backbone"):
+        Bu.make_bundle("smoke", "patchcore", tmp_path / "r", data_root=root, store_root=store)
+    b = Bu.make_bundle(
+        "smoke", "patchcore", tmp_path / "r2", data_root=root, store_root=store, allow_random_backbone=True
+    )
+    info = verify_bundle(b)
+    assert info["random_backbone"] and info["weights"][0]["source"] == "random"
+
+
+def test_export_into_the_bundle_is_listed_and_used_by_onnxruntime(bundle, stream, tmp_path):
+    from lib.inspection.inspector import Inspector
+
+    b = tmp_path / "b"
+    shutil.copytree(bundle, b)
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, "-m", "lib", "export", "--bundle", str(b), "--out", str(b / "x")],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
+    assert r.returncode == 1 and "inside the bundle" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "lib", "export", "--bundle", str(b)], capture_output=True, text=True, cwd=repo
+    )
+    assert r.returncode == 0, r.stderr
+    info = verify_bundle(b)  # still verifies, now with onnx/ listed
+    assert sorted(info["extras"]["onnx"]) == sorted(VIEWPOINTS)
+    insp = Inspector(b, overlays="none", backend="onnxruntime")
+    assert insp._tmp is None  # nothing exported again
+    insp.close()
+    insp = Inspector(bundle, overlays="none", backend="onnxruntime")  # no exports: a temporary folder
+    tmp = Path(insp._tmp.name)
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(f"{v}.onnx" for v in VIEWPOINTS)
+    insp.close()
+    assert not tmp.exists()
+
+
 # ---------------------------------------------------------------- MQTT against a real broker
 @pytest.fixture
 def broker():
@@ -412,13 +727,27 @@ def test_verdicts_and_alerts_reach_an_mqtt_subscriber(bundle, stream, tmp_path, 
     assert verdicts == ie.read_jsonl(tmp_path / "out" / "verdicts.jsonl")
 
 
-def test_mqtt_unreachable_broker_is_a_clear_error(bundle, stream, tmp_path):
+def test_an_unreachable_broker_is_reported_and_messages_wait_on_disk(bundle, stream, tmp_path):
+    """Inspection goes on without the broker: a health event names it, every message waits in the
+    outbox (in order) for the next start."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
-        run_inspection(bundle, stream[0], tmp_path / "o", mqtt=f"127.0.0.1:{port}", progress=False)
+    out = tmp_path / "o"
+    summary = run_inspection(
+        bundle, stream[0], out, mqtt=f"127.0.0.1:{port}", progress=False, overlays="none"
+    )
+    assert summary["underbodies"] == N_CARS and summary["mqtt"]["delivered"] == 0
+    health = ie.read_jsonl(out / "health.jsonl")
+    assert [h["kind"] for h in health] == ["mqtt_unreachable"] and f"127.0.0.1:{port}" in health[0]["message"]
+    queued = ie.read_jsonl(out / "mqtt" / "outbox.jsonl")
+    assert summary["mqtt"]["unsent"] == len(queued)
+    verdicts = [m["payload"] for m in queued if m["topic"] == "sealant/verdicts"]
+    assert verdicts == ie.read_jsonl(out / "verdicts.jsonl")
+    assert [m["seq"] for m in queued] == sorted(m["seq"] for m in queued)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        run_inspection(bundle, stream[0], tmp_path / "o2", mqtt="nohostport", progress=False)
 
 
 def test_follow_picks_up_videos_as_they_arrive(bundle, stream, tmp_path):

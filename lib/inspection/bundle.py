@@ -5,6 +5,9 @@ Layout (``DIR``)::
     bundle.json               what the bundle is: model, cell, frame/crop size, match threshold, per view
                               the validation-calibrated thresholds, seams and robots, the fusion weights
     <view>/model/             the trained model (config.json + weights.safetensors)
+    weights/<sha>.safetensors every weights file the models read beyond their checkpoint (the frozen
+                              backbone, a teacher): the bundle runs without any lookup on the machine
+    onnx/                     optional: ONNX exports written by ``export --bundle`` (listed too)
     <view>/template.png       the viewpoint's template (template matching)
     <view>/roi.png            its ROI mask (the † variant masks with it)
     <view>/regions.png        its region partition (labels 1..K, paper 4.3)
@@ -14,6 +17,11 @@ Layout (``DIR``)::
 
 Thresholds are calibrated on the validation split only (image: max F1; pixel: max IoU), as the
 ``val-calibrated`` policy of the evaluation; the test split is never looked at.
+
+``bundle.json`` records, per weights file, its source on the building machine (file, torch/timm
+cache, package or random), that source's location and the file's SHA-256. A randomly initialised
+backbone is refused unless the bundle is built with ``allow_random_backbone=True``; such a bundle
+says so in every verdict (``random_backbone``).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from lib.fileio import ensure_writable_dir, read_image, sha256_file, write_image
 from lib.masking import apply_roi
 from lib.store import Cell, cell_dir, is_done
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
 DEFAULT_ALERTS = Path(__file__).with_name("alerts.toml")
 #: the extraction threshold of the template-matching score (as notebook 01)
 DEFAULT_MATCH_THRESHOLD = 0.5
@@ -43,6 +51,78 @@ DEFAULT_MATCH_THRESHOLD = 0.5
 
 class BundleError(ValueError):
     """A bundle that cannot be used: a file missing or altered, or a field that does not fit."""
+
+
+def pack_weights(model_dir: Path, out: Path, allow_random: bool, where: str) -> dict:
+    """Copy every weights file the checkpoint in ``model_dir`` needs into ``out/weights/`` and say how
+    to load it from there: {"overrides": {config field: path relative to out}, "files": [records]}.
+
+    External files are the config's ``*weights`` fields; a backbone found on this machine (cache,
+    package) or drawn at random is saved from the loaded model, so the bundle carries exactly the
+    tensors the model was built with."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from lib.fileio import atomic_path
+    from lib.models.backbones import FeatureExtractor
+    from lib.models.base import AnomalyModel
+
+    model = AnomalyModel.load(model_dir)
+    (out / "weights").mkdir(parents=True, exist_ok=True)
+    overrides, files = {}, []
+
+    def keep(tmp: Path, suffix: str) -> tuple[str, str]:
+        digest = sha256_file(tmp)
+        rel = f"weights/{digest[:16]}{suffix}"
+        if (out / rel).is_file():
+            tmp.unlink()
+        else:
+            tmp.replace(out / rel)
+        return rel, digest
+
+    for f in dataclasses.fields(model.config):
+        value = getattr(model.config, f.name)
+        if f.name.endswith("weights") and isinstance(value, str) and value:
+            src = Path(value)
+            if not src.is_file():
+                raise BundleError(f"{where}: its {f.name} file {src} is not here; the bundle must carry it")
+            tmp = out / "weights" / f".{src.name}.tmp"
+            shutil.copyfile(src, tmp)
+            rel, digest = keep(tmp, src.suffix)
+            overrides[f.name] = rel
+            files.append(
+                {"field": f.name, "file": rel, "sha256": digest, "source": "file", "location": str(src)}
+            )
+    net = getattr(model, "net", None)
+    extractors = [m for m in net.modules() if isinstance(m, FeatureExtractor)] if net is not None else []
+    for fe in extractors:
+        info = fe.info
+        if info.source == "file":  # the config's weights field, packed above
+            continue
+        if info.source == "random" and not allow_random:
+            raise BundleError(
+                f"{where}: backbone {info.backbone!r} has no pretrained weights on this machine (random "
+                "initialisation); its verdicts would mean nothing. Give the model a weights file, or "
+                "build with --allow-random-backbone to pack the random tensors anyway (every verdict "
+                "then says random_backbone: true)"
+            )
+        with atomic_path(out / "weights" / f".{info.backbone}.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in fe.model.state_dict().items()}, str(tmp))
+        rel, digest = keep(out / "weights" / f".{info.backbone}.safetensors", ".safetensors")
+        overrides["weights"] = rel
+        files.append(
+            {
+                "field": "weights",
+                "file": rel,
+                "sha256": digest,
+                "backbone": info.backbone,
+                "source": info.source,
+                "location": info.location,
+                "comparable": info.comparable,
+            }
+        )
+    return {"overrides": overrides, "files": files}
 
 
 def seam_labels(viewpoint: str, scale: float, margin_paper_px: float) -> tuple[np.ndarray, list[str]]:
@@ -124,6 +204,7 @@ def make_bundle(
     data_root=None,
     alerts_config=None,
     store_root=None,
+    allow_random_backbone: bool = False,
 ) -> Path:
     """Pack the trained ``model`` cells (one per viewpoint) of ``data_root`` into ``out_dir``.
 
@@ -133,6 +214,20 @@ def make_bundle(
 
     prof = load_profile(profile)
     root = data_root_for(prof.name, data_root)
+    sim_path = root / "simulation.json"
+    if sim_path.is_file():
+        sim = json.loads(sim_path.read_text())
+        made = sim.get("profile")
+        if made and made != prof.name:
+            raise BundleError(
+                f"{root} was made with profile {made!r}, not {prof.name!r}: pass --profile {made} "
+                "(a bundle's sizes and thresholds must match its data)"
+            )
+        if "crop_size" in sim and tuple(sim["crop_size"]) != tuple(prof.crop_size):
+            raise BundleError(
+                f"{sim_path}: crop size {tuple(sim['crop_size'])} differs from profile {prof.name!r}'s "
+                f"{tuple(prof.crop_size)}: the data was rendered with other settings; re-run the workbook"
+            )
     manifest = read_manifest(root / "data_manifest.csv")
     tmeta = json.loads((root / "templates" / "templates.json").read_text())
     margin = float(tmeta["roi_margin_paper_px"])
@@ -140,6 +235,7 @@ def make_bundle(
     store = Path(store_root) if store_root else root / "results"
     views = {}
     z_val = {}
+    weight_files = {}
     for view in VIEWPOINTS:
         cell = Cell(model, view, masked, int(seed))
         if not is_done(store, cell):
@@ -166,6 +262,9 @@ def make_bundle(
         if (d / "model").exists():
             shutil.rmtree(d / "model")
         shutil.copytree(cell_dir(store, cell) / "checkpoint", d / "model")
+        packed = pack_weights(d / "model", out, allow_random_backbone, f"cell {cell.key}")
+        weight_files.update({f["file"]: f for f in packed["files"]})
+        normal_z = (s[val & ~y] - img_thr) / spread
         shutil.copyfile(root / "templates" / f"{view}.png", d / "template.png")
         write_image(d / "roi.png", read_image(root / "roi" / f"{view}.png", cv2.IMREAD_GRAYSCALE))
         write_image(d / "regions.png", sl.region_labels(view, prof.crop_size))
@@ -175,6 +274,10 @@ def make_bundle(
             "image_threshold": img_thr,
             "pixel_threshold": px_thr,
             "score_spread": spread,
+            # a view whose z reaches this (above every validation normal of the view) makes the car
+            # anomalous whatever the fusion says (see lib.inspection.inspector.decide)
+            "veto_z": max(0.0, float(normal_z.max())) if len(normal_z) else float("inf"),
+            "weights": packed["overrides"],
             "n_val": int(val.sum()),
             "seams": [{"label": j, "name": n, "robot": SEAM_ROBOT[n]} for j, n in enumerate(names, 1)],
             # per seam, its score (max of the map on the seam) on validation normals: the EWMA baseline
@@ -201,6 +304,8 @@ def make_bundle(
         "roi_margin_paper_px": margin,
         "views": views,
         "fusion": _fit_fusion(z_val, seed),
+        "weights": sorted(weight_files.values(), key=lambda f: f["file"]),
+        "random_backbone": any(f.get("comparable") is False for f in weight_files.values()),
         "data_manifest_sha256": sha256_file(root / "data_manifest.csv"),
     }
     write_json(out / "bundle.json", info)
@@ -242,9 +347,38 @@ def verify_bundle(directory) -> dict:
     info = json.loads((d / "bundle.json").read_text())
     if info.get("bundle_format") != BUNDLE_FORMAT:
         raise BundleError(
-            f"{d / 'bundle.json'}: bundle_format {info.get('bundle_format')}, expected {BUNDLE_FORMAT}"
+            f"{d / 'bundle.json'}: bundle_format {info.get('bundle_format')}, expected {BUNDLE_FORMAT}: "
+            "rebuild it with python -m lib bundle"
         )
+    for rec in info.get("weights", []):
+        if rec["file"] not in files or files[rec["file"]]["sha256"] != rec["sha256"]:
+            raise BundleError(
+                f"{d / 'bundle.json'}: weights file {rec['file']} is not the one recorded (SHA-256 "
+                f"{rec['sha256'][:16]}...)"
+            )
     return info
+
+
+def register_files(directory, folder: str, record: dict) -> None:
+    """Add ``folder/`` (written into a bundle after it was built, e.g. ONNX exports) to bundle.json
+    and MANIFEST.json, so that the bundle still verifies; the rest of the bundle is checked first."""
+    d = Path(directory)
+    info = verify_bundle_except(d, folder)
+    info.setdefault("extras", {})[folder] = record
+    write_json(d / "bundle.json", info)
+    write_manifest(d)
+
+
+def verify_bundle_except(directory: Path, folder: str) -> dict:
+    """verify_bundle, ignoring files under ``folder/`` (about to be (re)registered)."""
+    d = Path(directory)
+    files = json.loads((d / "MANIFEST.json").read_text())["files"]
+    kept = {k: v for k, v in files.items() if not k.startswith(folder + "/")}
+    for rel, rec in kept.items():
+        p = d / rel
+        if not p.is_file() or p.stat().st_size != rec["bytes"] or sha256_file(p) != rec["sha256"]:
+            raise BundleError(f"bundle file altered or missing: {p}")
+    return json.loads((d / "bundle.json").read_text())
 
 
 def trained_models(store_root, seed: int = 0, masked: bool = True) -> list[str]:

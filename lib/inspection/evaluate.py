@@ -41,6 +41,10 @@ def verdict_table(records: list[dict]) -> pd.DataFrame:
             "logistic_p": r["fused"]["logistic_p"],
             "fused_max": r["fused"]["max_verdict"],
             "fused_logistic": r["fused"]["logistic_verdict"],
+            "final": r["verdict"] == "anomalous",
+            "final_score": max(r["fused"]["logistic_p"], float(r["decision"]["rule"] == "veto"))
+            if "decision" in r
+            else r["fused"]["logistic_p"],
             "latency_ms": sum(r["latency_ms"].values()),
         }
         frames = []
@@ -69,6 +73,8 @@ def underbody_accuracy(matched: pd.DataFrame) -> pd.DataFrame:
     rules = {f"{v} view only": (f"view_{v}", f"z_{v}") for v in VIEWPOINTS}
     rules["fusion: max of z"] = ("fused_max", "max_z")
     rules["fusion: logistic"] = ("fused_logistic", "logistic_p")
+    if "final" in matched:
+        rules["fusion: logistic + veto (default)"] = ("final", "final_score")
     rows = []
     for name, (pred_col, score_col) in rules.items():
         pred = matched[pred_col].to_numpy(bool)
@@ -94,7 +100,7 @@ def alert_outcomes(
     ``window`` cars (the k-of-n window), else a false alarm."""
     car_of_pass = dict(zip(matched["pass"], matched["car"], strict=True))
     rows = []
-    for a in alerts:
+    for a in (a for a in alerts if a.get("kind", "alert") == "alert"):
         c = car_of_pass.get(a["pass"])
         recent = cars[(cars.car <= c) & (cars.car > c - window)] if c is not None else cars.iloc[:0]
         rows.append({**a, "car": c, "true": bool((recent.seam == a["seam"]).any())})

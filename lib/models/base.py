@@ -240,8 +240,11 @@ class AnomalyModel(abc.ABC):
         return d
 
     @classmethod
-    def load(cls, directory: Path | str) -> AnomalyModel:
-        """Load a checkpoint, checking its config keys and types and its weights' names and shapes."""
+    def load(cls, directory: Path | str, overrides: dict | None = None) -> AnomalyModel:
+        """Load a checkpoint, checking its config keys and types and its weights' names and shapes.
+
+        ``overrides``: config fields to replace before the model is built (a deployment bundle points
+        ``weights`` at the backbone file it carries)."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -262,6 +265,11 @@ class AnomalyModel(abc.ABC):
                 f"{cfg_path}: unknown model {meta.get('model')!r}; known: {sorted(REGISTRY)}"
             )
         cfg = config_from_json(model_cls.config_class, meta["config"], cfg_path)
+        if overrides:
+            unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cfg)})
+            if unknown:
+                raise CheckpointError(f"{cfg_path}: {model_cls.name} has no config field {unknown[0]!r}")
+            cfg = dataclasses.replace(cfg, **overrides)
         try:
             state = load_file(str(w_path))
         except (SafetensorError, OSError, ValueError) as exc:
