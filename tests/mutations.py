@@ -322,6 +322,14 @@ MUTATIONS = [
         FAST,
     ),
     Mutation(
+        "outbox-forgotten-on-restart",
+        "a restarted inspect forgets the messages its outbox held",
+        MQ,
+        'if m["seq"] > acked:',
+        "if False:",
+        ["tests/test_inspection.py", "-k", "soak"],
+    ),
+    Mutation(
         "restart-renumbers-cars",
         "a restarted inspect numbers cars from 0 again",
         IN,
