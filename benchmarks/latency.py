@@ -36,6 +36,7 @@ from lib import precision as P  # noqa: E402
 from lib.config import cpu_description  # noqa: E402
 from lib.dataset.manifest import read_manifest  # noqa: E402
 from lib.fileio import read_image, write_csv  # noqa: E402
+from lib.inspection import DEFAULT_THREADS  # noqa: E402
 from lib.masking import apply_roi  # noqa: E402
 from lib.models import REGISTRY, make_model  # noqa: E402
 from lib.models import export as E  # noqa: E402
@@ -176,7 +177,12 @@ def main() -> int:
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--view", default="center")
     ap.add_argument("--images", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"torch / ONNX Runtime threads (default {DEFAULT_THREADS}: inspect's, see benchmarks/inspect_load.py)",
+    )
     ap.add_argument("--models", default=",".join(E.exportable()))
     ap.add_argument("--paper-sizes", action="store_true")
     ap.add_argument("--out", default=None, help="CSV (default <data root>/tables/latency.csv)")

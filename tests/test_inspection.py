@@ -155,13 +155,13 @@ def test_segmenter_reports_partial_passes_next_car_gap_and_end():
 def test_segmenter_hysteresis_keeps_a_hovering_score_one_car():
     """A match score hovering around the enter threshold (the seed-1 stream's center view: 0.497-0.529)
     must not split one car in two; without hysteresis it does."""
-    a = [0, 0.6, 0.49, 0.52, 0.48, 0.55, 0.3, 0.2, 0.1, 0, 0, 0, 0, 0]
+    a = [0, 0.6, 0.45, 0.45, 0.45, 0.55, 0.3, 0.2, 0.1, 0, 0, 0, 0, 0]  # 3 frames between leave and enter
     b = [0, 0, 0, 0, 0, 0, 0, 0.7, 0.8, 0.1, 0, 0, 0, 0]
     one = segment({"a": a, "b": b}, min_gap=3)
     assert [(p.complete, p.views["a"].frame_index) for p in one] == [(True, 1)]
     assert one[0].last_frame == 11  # b left at 9 and stayed below 0.4 for 3 frames (9, 10, 11)
     split = segment({"a": a, "b": b}, min_gap=1, leave=0.4999)
-    assert [p.reason for p in split] == ["next car", "next car", "all views"]  # one car, three verdicts
+    assert [p.reason for p in split] == ["next car", "all views"]  # one car, two verdicts
     with pytest.raises(ValueError, match="below the enter"):
         PassSegmenter({}, 0.5, 30, leave=0.5)
 
@@ -437,6 +437,20 @@ def test_inspect_writes_one_verdict_per_car(bundle, stream, tmp_path):
                 assert reg["seam"] == "" or reg["robot"] == S.SEAM_ROBOT[reg["seam"]]
     matched = ie.match_cars(ie.verdict_table(records), cars)
     assert list(matched.car) == list(cars.car)
+
+
+def test_car_ids_name_where_each_car_starts_and_the_plant_id_comes_from_the_file_name(
+    bundle, stream, tmp_path
+):
+    src, cars = stream
+    folder = tmp_path / "named"
+    folder.mkdir()
+    for i, f in enumerate(sorted(src.glob("chunk_*.mp4"))[:2]):
+        shutil.copyfile(f, folder / (f"body_WF0X{i}23_{i:04d}.mp4" if i == 0 else f"chunk_{i:05d}.mp4"))
+    run_inspection(bundle, folder, tmp_path / "o", progress=False, overlays="none")
+    first = ie.read_jsonl(tmp_path / "o" / "verdicts.jsonl")[0]
+    assert first["plant_id"] == "WF0X023" and first["source"]["first"][0] == "body_WF0X023_0000.mp4"
+    assert first["car_id"] == f"000000@body_WF0X023_0000.mp4:{first['source']['first'][1]}"
 
 
 def test_inspect_reports_a_pass_cut_by_the_end_of_the_stream(bundle, stream, tmp_path):
