@@ -241,14 +241,22 @@ def test_one_car_alone_cannot_fire_the_ewma():
 
 
 def test_line_baseline_is_the_median_and_mad_of_the_warmup():
-    mon = AlertMonitor(AlertConfig(warmup=5, k=5, n=5), {"s": {"robot": "R", "mean": 0.0, "std": 1.0}})
-    for i, x in enumerate([10.0, 11.0, 12.0, 13.0, 100.0]):  # the EWMA does not run yet
+    mon = AlertMonitor(
+        AlertConfig(warmup=5, k=5, n=5, spread="mad"), {"s": {"robot": "R", "mean": 0.0, "std": 1.0}}
+    )
+    warm = [10.0, 11.0, 12.0, 13.0, 100.0]
+    for i, x in enumerate(warm):  # the EWMA does not run yet
         assert mon.update(i, {"s": x}, set()) == []
         assert mon.ewma["s"] == 0.0
     # median 12; |deviations| 2, 1, 0, 1, 88 -> MAD 1 -> sd 1.4826 (the outlier does not move it)
     assert mon.seams["s"]["mean"] == 12.0 and mon.seams["s"]["std"] == pytest.approx(1.4826)
     mon.update(5, {"s": 12.0 + 1.4826}, set())
     assert mon.ewma["s"] == pytest.approx(0.2)
+    # spread "sd" (the default): the level is still the median, the sd the sample sd (ddof 1)
+    sd = AlertMonitor(AlertConfig(warmup=5), {"s": {"robot": "R", "mean": 0.0, "std": 1.0}})
+    for i, x in enumerate(warm):
+        sd.update(i, {"s": x}, set())
+    assert sd.seams["s"]["mean"] == 12.0 and sd.seams["s"]["std"] == pytest.approx(np.std(warm, ddof=1))
 
 
 def test_monitor_state_round_trips():
@@ -258,7 +266,7 @@ def test_monitor_state_round_trips():
         ({"s": float(rng.normal(2)), "t": float(rng.normal())}, {"s"} if rng.random() < 0.4 else set())
         for _ in range(60)
     ]
-    a = AlertMonitor(AlertConfig(warmup=10), seams)
+    a = AlertMonitor(AlertConfig(warmup=10), seams)  # the warm-up ends inside the first part
     for i, (sc, fl) in enumerate(feed[:35]):
         a.update(i, sc, fl)
     b = AlertMonitor(AlertConfig(warmup=10), {k: dict(v) for k, v in seams.items()})
@@ -528,6 +536,19 @@ def test_resume_after_an_interrupt_gives_each_car_one_verdict_and_keeps_alert_st
         ie.read_jsonl(tmp_path / "whole" / "alerts.jsonl")
     )
     assert [h["kind"] for h in ie.read_jsonl(tmp_path / "part" / "health.jsonl")] == ["resumed"]
+
+
+def test_replayed_alerts_equal_the_run_s(bundle, stream, tmp_path):
+    """replay_alerts (trying alert settings on recorded verdicts) gives exactly what inspect raised."""
+    cfg = AlertConfig(warmup=5, baseline="line", rearm=1)
+    (tmp_path / "a.toml").write_text("[ewma]\nwarmup = 5\n[rearm]\ncars = 1\n")
+    run_inspection(
+        bundle, stream[0], tmp_path / "o", progress=False, overlays="none", alerts_config=tmp_path / "a.toml"
+    )
+    records = ie.read_jsonl(tmp_path / "o" / "verdicts.jsonl")
+    written = ie.read_jsonl(tmp_path / "o" / "alerts.jsonl")
+    replayed = ie.replay_alerts(records, cfg, ie.bundle_seams(verify_bundle(bundle)))
+    assert written and stable(replayed) == stable(written)
 
 
 def test_a_crash_between_state_and_files_is_repaired_on_restart(bundle, stream, tmp_path):

@@ -29,6 +29,7 @@ TABLES = {
     "latency": ("latency.csv", {}, "%.6g"),
     "inspection_accuracy": ("inspection_accuracy.csv", {}, None),
     "inspection_summary": ("inspection_summary.csv", {}, None),
+    "inspection_streams": ("inspection_streams.csv", {}, None),
 }
 
 

@@ -30,9 +30,12 @@ class AlertConfig:
     clip: float = 3.0
     rearm: int = 5
     baseline: str = "line"  # or "validation": the seam baseline from the bundle (validation normals)
-    warmup: int = 30
+    warmup: int = 50
+    spread: str = "sd"  # the line baseline's sd: the sample sd ("sd") or 1.4826 * MAD ("mad")
 
     def __post_init__(self):
+        if self.spread not in ("mad", "sd"):
+            raise ValueError(f"ewma.spread must be 'mad' or 'sd', got {self.spread!r}")
         if self.baseline not in ("validation", "line"):
             raise ValueError(f"ewma.baseline must be 'validation' or 'line', got {self.baseline!r}")
         if self.warmup < 5:
@@ -64,7 +67,11 @@ def load_alert_config(path) -> AlertConfig:
         raw = tomllib.loads(p.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"alert config {p}: {exc}") from None
-    known = {"k_of_n": {"k", "n"}, "ewma": {"lam", "L", "clip", "baseline", "warmup"}, "rearm": {"cars"}}
+    known = {
+        "k_of_n": {"k", "n"},
+        "ewma": {"lam", "L", "clip", "baseline", "warmup", "spread"},
+        "rearm": {"cars"},
+    }
     rename = {"cars": "rearm"}
     values = {}
     for section, keys in raw.items():
@@ -73,9 +80,9 @@ def load_alert_config(path) -> AlertConfig:
         for key, value in keys.items():
             if key not in known[section]:
                 raise ValueError(f"alert config {p}: unknown key {section}.{key}")
-            if key == "baseline":
+            if key in ("baseline", "spread"):
                 if not isinstance(value, str):
-                    raise ValueError(f"alert config {p}: ewma.baseline must be a string, got {value!r}")
+                    raise ValueError(f"alert config {p}: ewma.{key} must be a string, got {value!r}")
                 values[key] = value
                 continue
             want = int if key in ("k", "n", "cars", "warmup") else float
@@ -146,8 +153,12 @@ class AlertMonitor:
             med = float(x[len(x) // 2] if len(x) % 2 else (x[len(x) // 2 - 1] + x[len(x) // 2]) / 2)
             dev = sorted(abs(v - med) for v in x)
             mad = dev[len(dev) // 2] if len(dev) % 2 else (dev[len(dev) // 2 - 1] + dev[len(dev) // 2]) / 2
-            # robust to the few defective cars a warm-up may hold; floored as the validation spread is
-            sd = max(1.4826 * mad, 0.05 * abs(med), 1e-6)
+            if self.config.spread == "sd":
+                mean = sum(w) / len(w)
+                raw = (sum((v - mean) ** 2 for v in w) / (len(w) - 1)) ** 0.5
+            else:  # robust to the few defective cars a warm-up may hold
+                raw = 1.4826 * mad
+            sd = max(raw, 0.05 * abs(med), 1e-6)  # floored as the validation spread is
             self.seams[seam] = {**self.seams[seam], "mean": med, "std": sd, "source": "line"}
         return True
 

@@ -295,6 +295,9 @@ def run_soak(
             failures.append(f"{fault}: no health event ({' or '.join(sorted(want))})")
     if not any(s.get("reason", "").startswith("inspector lost") for s in status):
         failures.append("inspect was killed but no last-will 'offline' status reached a subscriber")
+    beats = [m["payload"] for m in received if m["topic"] == "sealant/heartbeat"]
+    if not beats or not all({"underbodies", "frames", "mqtt_queued"} <= set(b) for b in beats):
+        failures.append(f"heartbeats: {len(beats)} received, each must carry the counts")
     dup = sum(len(g) - 1 for g in by_topic["verdicts"].values())
     return {
         "passed": not failures,
@@ -304,6 +307,7 @@ def run_soak(
         "alerts": len(alerts),
         "health_events": sorted(kinds),
         "broker_messages": len(received),
+        "heartbeats": len(beats),
         "duplicate_verdict_messages": dup,
         "status_messages": [s.get("state") + ("/" + s["reason"] if "reason" in s else "") for s in status],
         "wall_s": round(time.monotonic() - t0, 1),
