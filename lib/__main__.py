@@ -185,6 +185,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_check_weights(args) -> int:
+    from lib.models.backbones import weights_report
+
+    rows = weights_report(args.backbone or None)
+    for r in rows:
+        state = f"FOUND ({r['source']}: {r['location']})" if r["found"] else "MISSING"
+        print(f"{r['backbone']}  [{r['used_by']}]  {state}")
+        for place in r["looked_in"]:
+            print(f"    looked in: {place}")
+        if not r["found"]:
+            print(f"    put torchvision's ImageNet weights at: {r['put']}")
+            print(f"    or set {r['or']}")
+    missing = [r["backbone"] for r in rows if not r["found"]]
+    print(
+        f"{len(rows) - len(missing)} of {len(rows)} paper backbone(s) here"
+        + (
+            f"; missing: {', '.join(missing)} (the paper profile refuses to run without them)"
+            if missing
+            else ""
+        )
+    )
+    return 1 if missing and args.strict else 0
+
+
 def cmd_deviations(args) -> int:
     from lib.config import load_profile
     from lib.models import table3_deviations
@@ -334,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="--cell: the .onnx file; --bundle: a folder outside the bundle (default: the bundle's own "
         "onnx/, listed in its manifest)",
     )
+    cw = sub.add_parser(
+        "check-weights", help="which of the paper's backbones are here offline, where each was looked for"
+    )
+    cw.add_argument("--backbone", action="append", help="a backbone name (repeatable); default the paper's")
+    cw.add_argument("--strict", action="store_true", help="exit 1 when one is missing")
     dev = sub.add_parser("deviations", help="print every setting in which a profile departs from Table 3")
     dev.add_argument("--profile", default="quick")
     for sp, fn in (
@@ -345,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         (bun, cmd_bundle),
         (ins, cmd_inspect),
         (exp, cmd_export),
+        (cw, cmd_check_weights),
     ):
         sp.set_defaults(func=fn)
     return parser

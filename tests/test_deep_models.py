@@ -1,6 +1,7 @@
 """Backbones (every weights path), PatchCore and SimpleNet: shapes, determinism, behaviour, save/load."""
 
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -214,3 +215,25 @@ def test_model_config_without_building_the_model():
     assert make_model("efficientad_m", quick).config == cfg
     with pytest.raises(ValueError, match="unknown model"):
         model_config("nope")
+
+
+def test_check_weights_says_where_it_looked_and_what_file_to_put_where(tmp_path, monkeypatch):
+    from lib.__main__ import main
+    from lib.models.backbones import weights_report
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    rows = {r["backbone"]: r for r in weights_report()}
+    assert set(rows) == {"resnext101_32x8d", "wide_resnet50_2"} and not any(r["found"] for r in rows.values())
+    put = Path(rows["resnext101_32x8d"]["put"])
+    # torchvision's own file name for the ImageNet (V1) weights, under the torch hub cache looked in
+    assert put == tmp_path / "torch" / "hub" / "checkpoints" / "resnext101_32x8d-8ba56ff5.pth"
+    assert any(str(tmp_path / "torch") in p for p in rows["resnext101_32x8d"]["looked_in"])
+    assert main(["check-weights", "--strict"]) == 1 and main(["check-weights"]) == 0
+    put.parent.mkdir(parents=True)
+    put.write_bytes(b"")  # only looked for, never read
+    (r,) = weights_report(["resnext101_32x8d"])
+    assert r["found"] and r["source"] == "torch-cache" and r["location"] == str(put)
+    assert main(["check-weights", "--strict", "--backbone", "resnext101_32x8d"]) == 0
+    with pytest.raises(ValueError, match="unknown backbone"):
+        weights_report(["vgg"])

@@ -47,8 +47,10 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
         assert f"id='{section}'" in index, section
     assert index.index("id='summary'") < index.index("id='differences'") < index.index("id='paper-tables'")
     data = tmp_path / "data"
-    records = data / "inspection" / "verdicts.jsonl"
+    (records,) = data.glob("inspection/seed*/verdicts.jsonl")  # smoke: one fresh stream
     assert len(records.read_text().splitlines()) >= 10  # notebook 10 inspected the fresh stream
+    streams = pd.read_csv(data / "tables" / "inspection_streams.csv")
+    assert len(streams) == 1 and streams.cars.iloc[0] == streams.verdicts.iloc[0]
     for table in ("headline", "claims", "intervals", "bootstrap", "tests_delong", "inspection_accuracy"):
         assert (data / "tables" / f"{table}.csv").is_file(), table
     assert (tmp_path / "data" / "data_manifest.csv").is_file()

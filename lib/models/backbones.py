@@ -234,6 +234,65 @@ class FeatureExtractor(torch.nn.Module):
         return [f.float() for f in feats]
 
 
+#: the paper's backbones (Table 3) and the model that uses each
+PAPER_BACKBONES = {
+    "resnext101_32x8d": "PatchCore (layer2, layer3)",
+    "wide_resnet50_2": "SimpleNet (layer2, layer3); the EfficientAD teacher's distillation when present",
+}
+
+
+def torchvision_file_name(name: str) -> str | None:
+    """The file torchvision's IMAGENET1K_V1 weights of ``name`` are saved under (read from the installed
+    torchvision's weight enums; nothing is downloaded)."""
+    import torchvision.models as tvm
+
+    enums = {
+        "wide_resnet50_2": "Wide_ResNet50_2_Weights",
+        "resnext101_32x8d": "ResNeXt101_32X8D_Weights",
+        "resnet18": "ResNet18_Weights",
+    }
+    if name not in enums:
+        return None
+    return getattr(tvm, enums[name]).IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+
+def weights_report(names=None) -> list[dict]:
+    """Where each backbone's pretrained weights were looked for, whether they are here, and the exact
+    file to put where if not (``python -m lib check-weights``). Reads no weights, only looks."""
+    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    hf = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    rows = []
+    for name in names or list(PAPER_BACKBONES):
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+        looked = []
+        pattern = TORCHVISION_CACHE_NAMES.get(name)
+        if pattern:
+            looked.append(str(hub / pattern))
+        looked.append(str(hf / f"models--timm--{name}.*" / "snapshots" / "*" / "model.safetensors"))
+        pkg_name = BACKBONES[name].get("package")
+        if pkg_name:
+            looked.append(f"Python package {pkg_name}")
+        found = _find_cached(name)
+        pkg = _package_file(BACKBONES[name]) if not found else None
+        fname = torchvision_file_name(name)
+        rows.append(
+            {
+                "backbone": name,
+                "used_by": PAPER_BACKBONES.get(name, ""),
+                "found": bool(found or (pkg is not None and pkg.is_file())),
+                "source": found[0] if found else ("package" if pkg is not None and pkg.is_file() else ""),
+                "location": str(found[1])
+                if found
+                else (str(pkg) if pkg is not None and pkg.is_file() else ""),
+                "looked_in": looked,
+                "put": str(hub / fname) if fname else "",
+                "or": 'weights = "<file>" under the model\'s [<profile>.models.<model>] table (safetensors or a state dict)',
+            }
+        )
+    return rows
+
+
 def default_backbone(preferred: str = "wide_resnet50_2") -> str:
     """The paper's backbone when its weights are here, else the best offline one."""
     if _find_cached(preferred):
