@@ -30,13 +30,18 @@ def cmd_run(args) -> int:
         os.environ[PRECISION_ENV] = args.precision
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     models = [s.strip() for s in args.models.split(",")] if args.models else None
+    profile = dry_run_profile(args.profile) if args.dry_run else args.profile
     extra = {}
+    if args.views:
+        extra["viewpoints"] = _views(args.views)
+    if args.variants:
+        extra["variants"] = _variants(args.variants)
     if args.executor in ("process", "auto") and args.workers:
         extra["workers"] = args.workers
     if args.executor == "ray":
         extra.update(address=args.ray_address, gpus_per_cell=args.gpus_per_cell)
     results = run_workbook(
-        args.profile,
+        profile,
         args.data_root,
         args.runs_dir,
         only,
@@ -46,11 +51,75 @@ def cmd_run(args) -> int:
         **extra,
     )
     failed = [r for r in results if r["error"]]
+    if args.dry_run and not only and not args.no_resource_plan:
+        from lib.config import load_profile
+        from lib.models import run_models
+
+        print(resource_plan(run_models(load_profile(profile), models), args.runs_dir))
     if failed:
         print(f"{len(failed)} notebook(s)/cell(s) FAILED:", file=sys.stderr)
         for r in failed:
             print(f"  {r.get('notebook') or r.get('cell')}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def dry_run_profile(profile: str) -> str:
+    """``run --profile paper --dry-run`` -> ``paper-dry``: the paper's geometry at token counts and budgets."""
+    if profile not in ("paper", "paper-dry", "auto"):
+        raise ValueError(f"--dry-run is a dry run of the paper profile; got --profile {profile}")
+    return "paper-dry"
+
+
+def _views(text: str) -> tuple:
+    from lib.config import VIEWPOINTS
+
+    views = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in views if v not in VIEWPOINTS]
+    if bad or not views:
+        raise ValueError(
+            f"--views: unknown viewpoint(s) {bad or text!r}; choose from {', '.join(VIEWPOINTS)}"
+        )
+    return views
+
+
+def resource_plan(models, runs_dir=None, profile: str = "paper") -> str:
+    """Probe each model at the paper profile's sizes in a fresh process, and write and return the plan
+    (``runs/paper-dry/resource_plan.md`` and ``.json``; ``lib.models.resources``)."""
+    from lib.config import REPO_ROOT, cpu_description
+    from lib.fileio import write_json, write_text
+    from lib.models import resources as R
+
+    table, totals = R.plan(R.probe_models(models, profile), profile)
+    text = R.plan_markdown(table, totals, cpu_description())
+    out = Path(runs_dir) if runs_dir else REPO_ROOT / "runs" / "paper-dry"
+    write_text(out / "resource_plan.md", text + "\n")
+    write_json(out / "resource_plan.json", {"models": table.to_dict("records"), **totals})
+    return text
+
+
+def cmd_resource_plan(args) -> int:
+    from lib.models import GRID_MODELS
+
+    models = [m.strip() for m in args.models.split(",")] if args.models else list(GRID_MODELS)
+    print(resource_plan(models, args.runs_dir))
+    return 0
+
+
+def cmd_table8(args) -> int:
+    from lib.config import REPO_ROOT
+    from lib.models.gpu_check import table8_comparison
+    from lib.report import markdown_table
+
+    csv = Path(args.csv) if args.csv else REPO_ROOT / "runs" / "paper" / "gpu_check.csv"
+    print(markdown_table(table8_comparison(csv)))
+    return 0
+
+
+def _variants(text: str) -> tuple:
+    variants = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not variants or set(variants) - {"raw", "masked"}:
+        raise ValueError(f"--variants: choose from raw, masked; got {text!r}")
+    return tuple(v for v in ("raw", "masked") if v in variants)
 
 
 def cmd_readme_results(args) -> int:
@@ -251,7 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the numbered notebooks with papermill and render HTML")
-    run.add_argument("--profile", default="auto", help="paper | quick | smoke | auto (default)")
+    run.add_argument("--profile", default="auto", help="paper | quick | smoke | paper-dry | auto (default)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the paper profile's geometry and model sizes at token counts and 2 iterations, on a CPU "
+        "(profile paper-dry): proves shapes, memory and files, and prints the full run's resource plan",
+    )
+    run.add_argument(
+        "--views", default=None, help="comma-separated viewpoints of the training grid (default: all three)"
+    )
+    run.add_argument("--variants", default=None, help="raw, masked or both (default: both)")
+    run.add_argument(
+        "--no-resource-plan",
+        action="store_true",
+        help="--dry-run: skip the resource probe (the plan: python -m lib resource-plan)",
+    )
     run.add_argument("--data-root", default=None, help="where data is written (default data/<profile>)")
     run.add_argument("--runs-dir", default=None, help="where executed notebooks go (default runs/<profile>)")
     run.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
@@ -279,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fp32", "bf16", "auto"],
         help="the models' precision for this run (default: the profile's, auto; lib/precision.py)",
     )
+    rp = sub.add_parser(
+        "resource-plan",
+        help="measure each paper model at Table 3's sizes on this CPU and print the full run's resource plan",
+    )
+    rp.add_argument("--models", default=None, help="comma-separated (default: every grid model)")
+    rp.add_argument("--runs-dir", default=None, help="where the plan is written (default runs/paper-dry)")
+    t8 = sub.add_parser("table8", help="the paper's Table 8 beside benchmarks/gpu_check.py's GPU latencies")
+    t8.add_argument("--csv", default=None, help="gpu_check's CSV (default runs/paper/gpu_check.csv)")
     rd = sub.add_parser(
         "readme-results", help="copy runs/<profile>/results.md into the README's results block"
     )
@@ -375,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         (ins, cmd_inspect),
         (exp, cmd_export),
         (cw, cmd_check_weights),
+        (rp, cmd_resource_plan),
+        (t8, cmd_table8),
     ):
         sp.set_defaults(func=fn)
     return parser

@@ -18,7 +18,7 @@ import numpy as np
 #: The checkout (notebooks/, data/, runs/ live under it).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
-PROFILE_NAMES = ("paper", "quick", "smoke")
+PROFILE_NAMES = ("paper", "quick", "smoke", "paper-dry")
 VIEWPOINTS = ("front", "center", "back")
 #: Viewpoint crop size at paper scale (width, height), Table 3 / section 6.
 PAPER_CROP_SIZE = (848, 480)
@@ -121,6 +121,9 @@ class Profile:
     #: the simulated line's scene: overrides of ``lib.acquire.scene.SceneConfig`` (its defaults are the
     #: calibrated default line; a photometric study sets lamp_intensity, colour_temperature, glare, shadow)
     scene: dict = dataclasses.field(default_factory=dict)
+    #: a dry run (``paper-dry``): the paper's geometry and model sizes with token counts and budgets, to
+    #: prove shapes, memory and files on a CPU; its numbers mean nothing and every report says so
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         self.scene_config  # noqa: B018 - validate the scene table now, naming the profile
@@ -285,6 +288,7 @@ def load_profile(name: str = "auto", path: Path | str | None = None) -> Profile:
     row["grid_seeds"] = tuple(row.get("grid_seeds", (0,)))
     row.setdefault("normals_per_view", None)
     row.setdefault("precision", "auto")
+    row.setdefault("dry_run", False)
     row["grid_models"] = tuple(row["grid_models"]) if "grid_models" in row else None
     if os.environ.get(PRECISION_ENV):  # a run's --precision, seen by its grid workers and notebooks
         row["precision"] = os.environ[PRECISION_ENV]
@@ -335,4 +339,6 @@ def open_profile(profile: str = "auto", data_root: Path | str | None = None) -> 
 
     prof = load_profile(profile)
     display.install()  # tables without row numbers, counts as integers (only inside IPython)
+    if prof.dry_run:  # said at the top of every notebook of a dry run, so no number is read as a result
+        print(f"*** {prof.description} ***")
     return prof, data_root_for(prof.name, data_root)

@@ -384,6 +384,21 @@ def _results_markdown(title: str, table, claims, summary: str) -> str:
     return "\n\n".join(md) + "\n"
 
 
+#: what a dry run's index and results.md say first
+DRY_RUN_BANNER = (
+    "DRY RUN (profile paper-dry): the paper's geometry and model sizes with 2-3 underbodies per split and "
+    "view, 2 training iterations and random backbones. It proves shapes, memory and files; its numbers "
+    "mean nothing, so no claim of the paper is tested on them."
+)
+
+
+def is_dry_run(profile: str | None) -> bool:
+    """Whether ``profile`` names a dry-run profile (``Profile.dry_run``)."""
+    from lib.config import PROFILE_NAMES, load_profile
+
+    return bool(profile in PROFILE_NAMES and load_profile(profile).dry_run)
+
+
 def write_index(
     out_dir: Path,
     results: list[dict],
@@ -396,9 +411,14 @@ def write_index(
     """``runs/<profile>/index.html``: the report a reviewer reads first (claims, headline table with
     intervals, key figures inline, run summary, every notebook as a report and with code) and
     ``results.md`` (the same tables for the README)."""
-    claims = claims_table(data_root) if data_root is not None else None
+    dry = is_dry_run(profile)
+    # a dry run's numbers come from 2 training iterations and random backbones: no claim is tested on them
+    claims = claims_table(data_root) if data_root is not None and not dry else None
     table = headline_table(data_root) if data_root is not None else None
     parts = [f"<h1>{html.escape(title)}</h1>"]
+    if dry:
+        parts.append(f"<p class='summary'><b>{html.escape(DRY_RUN_BANNER)}</b></p>")
+        summary = f"{DRY_RUN_BANNER} {summary}".strip()
     if summary:
         parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
     parts += _summary_sections(data_root, profile)

@@ -180,6 +180,22 @@ def test_known_worlds_get_their_verdicts():
     assert c2.verdict["T4-masking"] == C.CONTRADICTED
 
 
+def test_a_dry_run_decides_nothing():
+    """The same decisive world, labelled a dry run (paper-dry: 2 iterations, random backbones): every
+    verdict that would have been reproduced, contradicted or inconclusive becomes not decidable."""
+    from lib.config import load_profile
+
+    _, claims = _claims(WORKING)
+    man, images, metrics, reps = _world(WORKING)
+    E = C.Evidence(metrics, images, reps, man, profile=load_profile("paper-dry"), n_resamples=300, seed=11)
+    dry = C.claims_table(E).set_index("id")
+    decided = claims.verdict.isin([C.REPRODUCED, C.CONTRADICTED, C.INCONCLUSIVE])
+    assert decided.sum() >= 5
+    assert (dry.verdict[decided] == C.NOT_DECIDABLE).all()
+    assert dry.reason[decided].str.contains("dry run").all()
+    assert (dry.verdict[~decided] == claims.verdict[~decided]).all()
+
+
 def test_a_model_at_chance_decides_nothing():
     at_chance = {**WORKING, ("patchcore", False): 0.0}
     E, claims = _claims(at_chance)

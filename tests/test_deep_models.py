@@ -65,6 +65,31 @@ def test_greedy_coreset_covers_clusters():
     assert torch.equal(idx, greedy_coreset(pts, 4 / 200, projection_dim=2, seed=1))
 
 
+def test_greedy_coreset_chunked_projection_is_bit_identical():
+    """The projection runs in row chunks (the paper's 9 GB bank stays on the host): any chunk size gives
+    the same coreset as one product, and a chunking that drops or repeats rows would not."""
+    feats = torch.randn(1000, 32, generator=torch.Generator().manual_seed(3))
+    whole = greedy_coreset(feats, 0.05, 16, seed=2, chunk_rows=10**6)
+    for rows in (1, 7, 999, 1000):
+        assert torch.equal(greedy_coreset(feats, 0.05, 16, seed=2, chunk_rows=rows), whole)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        greedy_coreset(feats, 0.05, 16, chunk_rows=0)
+
+
+def test_patchcore_fit_bank_equals_the_reference_construction():
+    """fit() embeds into one host buffer batch by batch; its memory bank must equal, bit for bit, the
+    plain construction (every batch's embeddings concatenated, then the coreset), with a last batch
+    shorter than the others."""
+    model = make_model("patchcore", load_profile("smoke"), input_size=(64, 48), batch_size=3)
+    imgs = toy_images(7, seed=4)
+    model.fit(imgs)
+    with torch.no_grad():
+        feats = torch.cat([model.net.embed(torch.from_numpy(imgs[i : i + 3]))[0] for i in range(0, 7, 3)])
+    keep = greedy_coreset(feats, model.config.coreset_ratio, model.config.projection_dim, model.config.seed)
+    assert model.history["n_patches"] == len(feats)
+    assert torch.equal(model.net.memory_bank, feats[keep])
+
+
 @pytest.mark.parametrize("name", ["patchcore", "simplenet"])
 def test_model_shapes_save_load_determinism(name, tmp_path):
     prof = load_profile("smoke")

@@ -35,6 +35,14 @@ STREAM_SETTINGS = {
         "chunk_frames": 200,
         "seeds": (5, 6, 7),
     },
+    "paper-dry": {  # the dry run: a stream just long enough to pass the drift onset
+        "n_cars": 8,
+        "onset": 3,
+        "drift_cars": 3,
+        "defect_rate": 0.1,
+        "chunk_frames": 100,
+        "seeds": (5,),
+    },
     "paper": {
         "n_cars": 400,
         "onset": 150,

@@ -25,7 +25,8 @@ Verdict rules, applied in this order:
    (b) a speed claim was timed on other hardware or at input sizes other than Table 3's;
    (c) more than ``UNDEFINED_LIMIT`` of the resamples leave the number undefined (a zero
        denominator), or the point estimate falls outside its own interval;
-   (d) there are no intervals (``n_resamples = 0``).
+   (d) there are no intervals (``n_resamples = 0``);
+   (e) the run is a dry run (``Profile.dry_run``: token budgets and random backbones).
 3. Otherwise:
    - a comparison ("A beats B in every view"): **reproduced** when every test has the claimed sign and
      p_BH < 0.05; **contradicted** when any is significant the other way; **inconclusive** otherwise.

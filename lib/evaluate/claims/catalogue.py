@@ -809,6 +809,11 @@ def claims_table(evidence: Evidence, paper_tables: pd.DataFrame | None = None, c
                     )
                 elif not E.n_resamples:
                     out.update(verdict=NOT_DECIDABLE, reason="no bootstrap intervals (n_resamples = 0)")
+                elif getattr(E.profile, "dry_run", False):
+                    out.update(
+                        verdict=NOT_DECIDABLE,
+                        reason="a dry run (2 training iterations, random backbones): shapes, not results",
+                    )
         consistent, check = c.check(P)
         named = sorted({lb.rstrip("†") for lb in out["rests_on"]} | set(run), key=list(PAPER_NAMES).index)
         budget = (
