@@ -36,6 +36,8 @@ def cmd_run(args) -> int:
         extra["viewpoints"] = _views(args.views)
     if args.variants:
         extra["variants"] = _variants(args.variants)
+    if args.skip:
+        extra["skip"] = [k.strip() for k in args.skip.split(",") if k.strip()]
     if args.executor in ("process", "auto") and args.workers:
         extra["workers"] = args.workers
     if args.executor == "ray":
@@ -331,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--views", default=None, help="comma-separated viewpoints of the training grid (default: all three)"
     )
     run.add_argument("--variants", default=None, help="raw, masked or both (default: both)")
+    run.add_argument(
+        "--skip", default=None, help="comma-separated notebooks after the grid to leave out, e.g. 10"
+    )
     run.add_argument(
         "--no-resource-plan",
         action="store_true",

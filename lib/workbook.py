@@ -95,11 +95,13 @@ def run_workbook(
     progress: bool = True,
     viewpoints=VIEWPOINTS,
     variants=("raw", "masked"),
+    skip: list[str] | None = None,
     **executor_kwargs,
 ) -> list[dict]:
     """Run the workbook on one profile: stages 00-03 once, the training grid cell by cell, then 08-10.
 
-    ``only`` runs just those notebooks, in order (no grid). Finished grid cells are skipped, so an
+    ``only`` runs just those notebooks, in order (no grid); ``skip`` leaves out the post-grid notebooks with
+    those numbers (e.g. ['10'], whose bundle needs all three views, in a one-view run). Finished grid cells are skipped, so an
     interrupted run resumes; a failed cell does not stop the others. Returns every result row
     (a row with ``error`` set is a failure).
     """
@@ -127,6 +129,11 @@ def run_workbook(
         training = {training_notebook(m)[0] for m in grid_models()}
         pre = [b for b in books if b.name[:2] < "04"]
         post = [b for b in books if b.name[:2] >= "08" and b.name not in training]
+        if skip:
+            bad = {str(k).zfill(2) for k in skip} - {b.name[:2] for b in post}
+            if bad:
+                raise ValueError(f"--skip: {sorted(bad)} is not a notebook run after the grid (08-10)")
+            post = [b for b in post if b.name[:2] not in {str(k).zfill(2) for k in skip}]
         skipped, shared, ex, ex_name = 0, [], None, executor
         if run_list(pre):
             grid, ex = _run_training_grid(
