@@ -109,8 +109,7 @@ def cmd_resource_plan(args) -> int:
 
 def cmd_table8(args) -> int:
     from lib.config import REPO_ROOT
-    from lib.models.gpu_check import table8_comparison
-    from lib.report import markdown_table
+    from lib.report import markdown_table, table8_comparison
 
     csv = Path(args.csv) if args.csv else REPO_ROOT / "runs" / "paper" / "gpu_check.csv"
     print(markdown_table(table8_comparison(csv)))

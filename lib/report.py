@@ -432,3 +432,28 @@ def write_index(
     if table is not None:
         write_text(out_dir / "results.md", _results_markdown(title, table, claims, summary))
     return write_text(out_dir / "index.html", page)
+
+
+def table8_comparison(csv_path=None):
+    """The paper's Table 8 (seconds per image, RTX 3090) beside our GPU median from ``gpu_check``'s CSV;
+    "not measured" where no GPU run exists, and a tiny (CPU) run is never shown as a GPU figure."""
+    import pandas as pd
+
+    from lib.evaluate.claims.paper import read_paper_tables
+
+    paper = read_paper_tables()
+    t8 = paper[paper.source == "Table 8"][["model", "mean"]].rename(columns={"mean": "paper_s"})
+    measured = None
+    if csv_path is not None and Path(csv_path).is_file():
+        measured = pd.read_csv(csv_path)
+        measured = measured[~measured.tiny.astype(bool) & measured.device.str.startswith("cuda")]
+    rows = []
+    for r in t8.itertuples():
+        hit = None if measured is None else measured[measured.model == r.model]
+        if hit is not None and len(hit):
+            h = hit.iloc[-1]
+            ours = f"{h.median_ms / 1e3:.3f} (p95 {h.p95_ms / 1e3:.3f}) on {h.gpu}"
+        else:
+            ours = "not measured (no GPU run of benchmarks/gpu_check.py)"
+        rows.append({"model": r.model, "paper_s_per_image": r.paper_s, "ours_s_per_image": ours})
+    return pd.DataFrame(rows)

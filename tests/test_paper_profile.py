@@ -11,6 +11,7 @@ from lib.config import load_profile
 from lib.models import GRID_MODELS, make_model, model_config
 from lib.models import gpu_check as G
 from lib.models import resources as R
+from lib.report import table8_comparison
 
 #: the only settings in which paper-dry's models may differ from paper's: budgets, the random backbone, and
 #: MemSeg's memory of normal images (Table 3's 30 needs more training images than a dry run has)
@@ -160,11 +161,11 @@ def test_gpu_check_refuses_without_cuda_and_tiny_writes_its_csv(tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         G.run_check(["nope"], tmp_path / "y.csv", tiny=True)
     # a tiny CPU run is never shown as a GPU figure
-    t8 = G.table8_comparison(out)
+    t8 = table8_comparison(out)
     assert len(t8) == 5 and t8.ours_s_per_image.str.startswith("not measured").all()
     gpu_row = back.iloc[[1]].assign(tiny=False, device="cuda", median_ms=80.0, p95_ms=90.0, gpu="H200")
     gpu_row.to_csv(tmp_path / "gpu.csv", index=False)
-    t8 = G.table8_comparison(tmp_path / "gpu.csv").set_index("model")
+    t8 = table8_comparison(tmp_path / "gpu.csv").set_index("model")
     assert t8.loc["efficientad_s", "ours_s_per_image"].startswith("0.080 (p95 0.090) on H200")
     assert t8.loc["memseg", "ours_s_per_image"].startswith("not measured")
 

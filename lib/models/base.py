@@ -135,6 +135,12 @@ class AnomalyModel(abc.ABC):
     quick_fit: dict = {}
     #: what this model's cells share and is prepared once before them ("" = nothing), e.g. "teacher"
     shared_resource: str = ""
+    #: the resource plan's budget (``lib.models.resources``): config fields whose unit is one training step
+    #: (() = one training image), those among them trained once per profile, not per cell, and overrides
+    #: that make one unit one step (SimpleNet: one GAN pass per epoch)
+    budget_fields: tuple = ()
+    shared_budget_fields: tuple = ()
+    probe_overrides: dict = {}
     #: whether ``precision = "auto"`` may pick bf16 for this model: True only where
     #: benchmarks/precision_parity.py measured image and pixel AUROC within 0.01 of fp32 (README)
     auto_bf16: bool = False
@@ -160,6 +166,19 @@ class AnomalyModel(abc.ABC):
             settings["backbone"] = default_backbone(fields["backbone"].default)
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
         return resolve_precision(cls.config_class(**settings), cls.auto_bf16)
+
+    @classmethod
+    def budget_units(cls, config, n_train: int) -> dict:
+        """How many of each budget unit one grid cell trains (``budget_fields``; images when there are none)."""
+        if not cls.budget_fields:
+            return {"image": n_train}
+        return {f: getattr(config, f) for f in cls.budget_fields}
+
+    @classmethod
+    def plan_extras(cls, config, n_train: int, probe: dict) -> dict:
+        """What the resource plan cannot scale from the probe: extra GPU bytes for training and inference,
+        extra inference FLOPs, bytes streamed once per cell (memory-bound work) and a note. {} = none."""
+        return {}
 
     @classmethod
     def seed_overrides(cls, seed: int) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.models.resources import BUDGET_FIELDS, _probe_images
+from lib.models.resources import _probe_images
 
 #: the columns of the CSV, in order
 COLUMNS = (
@@ -117,7 +117,7 @@ def check_model(
     from lib.models import REGISTRY, make_model, model_config
 
     profile = load_profile("paper")
-    fields = BUDGET_FIELDS[name]
+    fields = REGISTRY[name].budget_fields
     over = {"device": device, "precision": "fp32"}
     cfg_fields = {f.name for f in dataclasses.fields(REGISTRY[name].config_class)}
     if "allow_random_backbone" in cfg_fields:
@@ -125,8 +125,7 @@ def check_model(
     if tiny:
         over.update({k: v for k, v in REGISTRY[name].quick_fit.items() if k in cfg_fields})
         over["input_size"] = TINY["input_size"]
-    if name == "simplenet":
-        over["gan_epochs"] = 1
+    over.update(REGISTRY[name].probe_overrides)
     if "teacher_iterations" in cfg_fields:
         over["teacher_iterations"] = 1 if tiny else 200
     over = {k: v for k, v in over.items() if k in cfg_fields}
@@ -173,6 +172,7 @@ def run_check(models, out: Path, tiny: bool = False, units: int = 5, warmup: int
     import torch
 
     from lib.fileio import write_csv
+    from lib.models import REGISTRY
 
     if not tiny and not torch.cuda.is_available():
         raise NoCudaError(
@@ -186,33 +186,10 @@ def run_check(models, out: Path, tiny: bool = False, units: int = 5, warmup: int
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rows = []
     for name in models:
-        if name not in BUDGET_FIELDS:
-            raise ValueError(f"gpu_check: unknown model {name!r}; choose from {sorted(BUDGET_FIELDS)}")
+        if name not in REGISTRY:
+            raise ValueError(f"gpu_check: unknown model {name!r}; choose from {sorted(REGISTRY)}")
         row = check_model(name, device, units, warmup, repeats, tiny)
         rows.append({**row, **{k: env[k] for k in ("gpu", "driver", "torch", "cuda")}, "measured_at": stamp})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     write_csv(out, table)
     return table, env
-
-
-def table8_comparison(csv_path=None) -> pd.DataFrame:
-    """The paper's Table 8 (seconds per image, RTX 3090) beside our GPU median from ``gpu_check``'s CSV;
-    "not measured" where no GPU run exists, and a tiny (CPU) run is never shown as a GPU figure."""
-    from lib.evaluate.claims.paper import read_paper_tables
-
-    paper = read_paper_tables()
-    t8 = paper[paper.source == "Table 8"][["model", "mean"]].rename(columns={"mean": "paper_s"})
-    measured = None
-    if csv_path is not None and Path(csv_path).is_file():
-        measured = pd.read_csv(csv_path)
-        measured = measured[~measured.tiny.astype(bool) & measured.device.str.startswith("cuda")]
-    rows = []
-    for r in t8.itertuples():
-        hit = None if measured is None else measured[measured.model == r.model]
-        if hit is not None and len(hit):
-            h = hit.iloc[-1]
-            ours = f"{h.median_ms / 1e3:.3f} (p95 {h.p95_ms / 1e3:.3f}) on {h.gpu}"
-        else:
-            ours = "not measured (no GPU run of benchmarks/gpu_check.py)"
-        rows.append({"model": r.model, "paper_s_per_image": r.paper_s, "ours_s_per_image": ours})
-    return pd.DataFrame(rows)

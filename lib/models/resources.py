@@ -27,15 +27,6 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-#: the config fields whose unit is one training step, per model; () = one training image
-BUDGET_FIELDS = {
-    "baseline": (),
-    "patchcore": (),
-    "memseg": ("iterations",),
-    "efficientad_s": ("iterations", "teacher_iterations"),
-    "efficientad_m": ("iterations", "teacher_iterations"),
-    "simplenet": ("meta_epochs",),
-}
 GIB = 2**30
 
 
@@ -121,18 +112,16 @@ def probe_model(name: str, profile_name: str = "paper", n_images: int | None = N
     import torch
 
     from lib.config import load_profile
-    from lib.models import make_model, model_config
+    from lib.models import REGISTRY, make_model, model_config
 
     torch.manual_seed(seed)
     profile = load_profile(profile_name)
-    fields = BUDGET_FIELDS[name]
+    fields = REGISTRY[name].budget_fields
     base = {f: 1 for f in fields}
-    extra = {"device": "cpu", "precision": "fp32"}
+    extra = {"device": "cpu", "precision": "fp32", **REGISTRY[name].probe_overrides}
     cfg_fields = {f.name for f in dataclasses.fields(model_config(name, profile).__class__)}
     if "allow_random_backbone" in cfg_fields:
         extra["allow_random_backbone"] = True
-    if name == "simplenet":
-        extra["gan_epochs"] = 1
     extra = {k: v for k, v in extra.items() if k in cfg_fields}
     cfg = model_config(name, profile, **base, **extra)
     batch = int(getattr(cfg, "batch_size", 4))
@@ -227,22 +216,12 @@ def paper_workload(profile_name: str = "paper") -> dict:
     return out
 
 
-def _units_per_cell(name: str, cfg, n_train: int) -> dict:
-    """How many of each budget unit one grid cell trains at the profile's settings."""
-    if not BUDGET_FIELDS[name]:
-        return {"image": n_train}
-    if name == "simplenet":
-        steps = cfg.meta_epochs * cfg.gan_epochs * math.ceil(n_train / cfg.batch_size)
-        return {"meta_epochs": steps}
-    return {f: getattr(cfg, f) for f in BUDGET_FIELDS[name]}
-
-
 def plan(probes: list[dict], profile_name: str = "paper", gpu: GPUSpec = GPUSpec(), gpus=(1, 2, 4)):
     """Per model: memory (measured CPU peak; estimated GPU training and inference peaks against the card),
     GPU seconds per training unit and per image, and one grid cell's time; then the whole grid's wall time
     on 1..n GPUs (cells are independent: longest-first onto the least-loaded GPU, as Ray would)."""
     from lib.config import load_profile
-    from lib.models import model_config
+    from lib.models import REGISTRY, model_config
 
     prof = load_profile(profile_name)
     work = paper_workload(profile_name)
@@ -252,35 +231,22 @@ def plan(probes: list[dict], profile_name: str = "paper", gpu: GPUSpec = GPUSpec
     for p in probes:
         name = p["model"]
         cfg = model_config(name, prof)
-        units = _units_per_cell(name, cfg, n_train)
-        shared = {"teacher_iterations"}  # distilled once per profile and model size, then read from the store
+        units = REGISTRY[name].budget_units(cfg, n_train)
+        shared = set(
+            REGISTRY[name].shared_budget_fields
+        )  # trained once per profile, then read from the store
         per_cell = sum(p["units"][u]["flops"] * k for u, k in units.items() if u not in shared)
         once = sum(p["units"][u]["flops"] * k for u, k in units.items() if u in shared)
         step_saved = max((v["saved_bytes"] for v in p["units"].values()), default=0)
         adam = 3 * p["trainable_bytes"]  # gradient + two Adam moments
         batch_in = p["batch"] * 3 * math.prod(int(x) for x in p["input"].split("x")) * 4
         train_gib = (p["param_bytes"] + adam + step_saved + p["fit_transient_bytes"] + batch_in) / GIB
-        extra = ""
-        infer_flops = p["infer_flops"]
-        if name == "patchcore":  # the probe's bank is tiny; the paper's is 5 % of every training patch
-            n_patches = n_train * _patch_count(cfg)
-            k = int(round(n_patches * cfg.coreset_ratio))
-            z = n_patches * cfg.projection_dim * 4
-            bank = k * cfg.target_embed_dim * 4
-            dist = 4096 * k * 4  # lib.models.features.nearest's chunk of distances
-            train_gib += (z + bank) / GIB
-            infer_extra = bank + dist
-            probe_rows = p["bank_bytes"] // (4 * cfg.target_embed_dim)
-            infer_flops += 2 * _patch_count(cfg) * (k - probe_rows) * cfg.target_embed_dim
-            extra = (
-                f"pre-coreset bank {n_patches * cfg.target_embed_dim * 4 / GIB:.1f} GiB kept on the host "
-                f"(the GPU holds its projection, {z / GIB:.2f} GiB); coreset {k:,} of {n_patches:,} patches "
-                f"({bank / GIB:.2f} GiB); kNN {2 * _patch_count(cfg) * k * cfg.target_embed_dim / 1e9:.0f} "
-                "GFLOP per image"
-            )
-            coreset_s = k * z / (gpu.bandwidth_gbs * 1e9 * gpu.utilisation)  # k memory-bound passes over z
-        else:
-            infer_extra, coreset_s = 0, 0.0
+        more = REGISTRY[name].plan_extras(cfg, n_train, p)  # e.g. PatchCore's bank at the paper's size
+        train_gib += more.get("train_bytes", 0) / GIB
+        infer_extra = more.get("infer_bytes", 0)
+        infer_flops = p["infer_flops"] + more.get("infer_flops", 0)
+        coreset_s = more.get("streamed_bytes", 0) / (gpu.bandwidth_gbs * 1e9 * gpu.utilisation)
+        extra = more.get("note", "")
         infer_gib = (p["param_bytes"] + p["infer_transient_bytes"] + p["bank_bytes"] + infer_extra) / GIB
         train_gib += gpu.overhead_gib
         infer_gib += gpu.overhead_gib
@@ -326,12 +292,6 @@ def plan(probes: list[dict], profile_name: str = "paper", gpu: GPUSpec = GPUSpec
         "eval_images_per_view": n_eval,
         "wall_s_by_gpus": wall,
     }
-
-
-def _patch_count(cfg) -> int:
-    """Patches per image of a stride-8 layer-2 grid (PatchCore's, SimpleNet's): 106 x 60 at 848 x 480."""
-    w, h = cfg.input_size
-    return math.ceil(w / 8) * math.ceil(h / 8)
 
 
 def _makespan(durations, workers: int) -> float:

@@ -60,6 +60,8 @@ class EfficientAD(AnomalyModel):
     training_notebook = "06_train_efficientad.ipynb"
     table3_backbone = "PDN (student-teacher + AE), teacher distilled at 512"
     quick_fit = {"iterations": 2, "teacher_iterations": 2, "allow_random_backbone": True}
+    budget_fields = ("iterations", "teacher_iterations")
+    shared_budget_fields = ("teacher_iterations",)  # distilled once per profile and size, then stored
     exportable = True
     shared_resource = "teacher"  # the PDN teacher, distilled once per profile (teacher.py)
 

@@ -63,6 +63,7 @@ class MemSeg(AnomalyModel):
     training_notebook = "05_train_memseg.ipynb"
     table3_backbone = "ResNet18 (no pretraining)"
     quick_fit = {"iterations": 2, "batch_size": 2, "memory_samples": 8}
+    budget_fields = ("iterations",)
     exportable = True
     relative_cost = 4
 

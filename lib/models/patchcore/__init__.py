@@ -46,6 +46,29 @@ class PatchCore(AnomalyModel):
     training_notebook = "04_train_patchcore.ipynb"
     table3_backbone = "ResNeXt101 (layer2, layer3), ImageNet"
     quick_fit = {"backbone": "auto", "allow_random_backbone": True}
+
+    @classmethod
+    def plan_extras(cls, config, n_train: int, probe: dict) -> dict:
+        """The paper's bank: every training patch (stride-8 layer-2 grid) before the coreset stays on the
+        host; the GPU holds its projection and the 5 % kept, and searches the kept rows per test patch."""
+        w, h = config.input_size
+        per_image = -(-w // 8) * -(-h // 8)
+        n_patches = n_train * per_image
+        k = int(round(n_patches * config.coreset_ratio))
+        z = n_patches * config.projection_dim * 4
+        bank = k * config.target_embed_dim * 4
+        probe_rows = probe["bank_bytes"] // (4 * config.target_embed_dim)
+        knn = 2 * per_image * k * config.target_embed_dim
+        return {
+            "train_bytes": z + bank,
+            "infer_bytes": bank + 4096 * k * 4,  # lib.models.features.nearest's chunk of distances
+            "infer_flops": 2 * per_image * (k - probe_rows) * config.target_embed_dim,
+            "streamed_bytes": k * z,  # greedy k-center: k memory-bound passes over the projection
+            "note": f"pre-coreset bank {n_patches * config.target_embed_dim * 4 / 2**30:.1f} GiB kept on the "
+            f"host (the GPU holds its projection, {z / 2**30:.2f} GiB); coreset {k:,} of {n_patches:,} patches "
+            f"({bank / 2**30:.2f} GiB); kNN {knn / 1e9:.0f} GFLOP per image",
+        }
+
     exportable = True
     relative_cost = 2
 

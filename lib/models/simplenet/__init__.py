@@ -61,6 +61,17 @@ class SimpleNet(AnomalyModel):
     config_class = SimpleNetConfig
     training_notebook = "07_train_simplenet.ipynb"
     quick_fit = {"backbone": "auto", "meta_epochs": 1, "allow_random_backbone": True}
+    budget_fields = ("meta_epochs",)
+    probe_overrides = {"gan_epochs": 1}  # one unit = one epoch of one GAN pass over one batch
+
+    @classmethod
+    def budget_units(cls, config, n_train: int) -> dict:
+        import math
+
+        return {
+            "meta_epochs": config.meta_epochs * config.gan_epochs * math.ceil(n_train / config.batch_size)
+        }
+
     exportable = True
     relative_cost = 2
 
