@@ -732,8 +732,8 @@ MUTATIONS = [
         "plan-scales-teacher-per-cell",
         "the EfficientAD teacher's distillation is counted in every cell, not once per profile",
         "lib/models/resources.py",
-        "        shared = set(REGISTRY[name].shared_budget_fields)",
-        "        shared = set()",
+        "REGISTRY[name].shared_budget_fields",
+        "()",
         ("tests/test_paper_profile.py", "-k", "small_profile"),
     ),
     Mutation(

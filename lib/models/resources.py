@@ -232,9 +232,8 @@ def plan(probes: list[dict], profile_name: str = "paper", gpu: GPUSpec = GPUSpec
         name = p["model"]
         cfg = model_config(name, prof)
         units = REGISTRY[name].budget_units(cfg, n_train)
-        shared = set(
-            REGISTRY[name].shared_budget_fields
-        )  # trained once per profile, then read from the store
+        # trained once per profile (the EfficientAD teacher), then read from the store
+        shared = set(REGISTRY[name].shared_budget_fields)
         per_cell = sum(p["units"][u]["flops"] * k for u, k in units.items() if u not in shared)
         once = sum(p["units"][u]["flops"] * k for u, k in units.items() if u in shared)
         step_saved = max((v["saved_bytes"] for v in p["units"].values()), default=0)
