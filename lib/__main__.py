@@ -170,6 +170,8 @@ def cmd_bundle(args) -> int:
         args.data_root,
         args.alerts,
         allow_random_backbone=args.allow_random_backbone,
+        size_budget=args.size_budget,
+        diagnose=args.diagnose,
     )
     print(f"bundle written to {out}")
     return 0
@@ -403,6 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-random-backbone",
         action="store_true",
         help="pack a model whose backbone has no pretrained weights here (every verdict says so)",
+    )
+    bun.add_argument(
+        "--size-budget",
+        type=float,
+        default=None,
+        metavar="PER_1000",
+        help="carry a size-aware policy fitted on validation at this false-alarm budget per 1,000 normal "
+        "underbodies per view; inspect then decides with it (lib/studies/operating_points.py)",
+    )
+    bun.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="carry a defect-type classifier trained on validation defects; inspect names each region's type",
     )
     from lib.inspection import DEFAULT_THREADS
 

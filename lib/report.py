@@ -130,7 +130,9 @@ def update_readme(results_md: Path, readme: Path = REPO_ROOT / "README.md", note
     return write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
-def time_breakdown(results: list[dict], shared: list[dict] = (), workers: int = 1) -> list[dict]:
+def time_breakdown(
+    results: list[dict], shared: list[dict] = (), workers: int = 1, data_root=None
+) -> list[dict]:
     """Where a run's time went: each numbered notebook, the shared teachers and each model's grid cells
     (seconds each item took in its worker, kernel start and HTML included; ``workers`` ran the grid in
     parallel, so the grid's wall time is about the grid rows' sum / workers)."""
@@ -152,6 +154,10 @@ def time_breakdown(results: list[dict], shared: list[dict] = (), workers: int = 
             per_model.setdefault(r["cell"].split("/")[0], []).append(float(r["seconds"]))
     for model, secs in sorted(per_model.items(), key=lambda kv: -sum(kv[1])):
         rows.append({"part": f"grid: {model} cells", "items": len(secs), "worker_s": float(sum(secs))})
+    studies = tables.read(data_root, "study_times", missing_ok=True) if data_root is not None else None
+    if studies is not None:  # parts of notebooks 09 and 11 (their time is inside the notebook's row)
+        for r in studies.itertuples(index=False):
+            rows.append({"part": f"  of which {r.part}", "items": 1, "worker_s": float(r.seconds)})
     for r in rows:
         r["worker_s"] = round(r["worker_s"], 1)
         r["wall_min"] = round(r["worker_s"] / (workers if r["part"].startswith("grid") else 1) / 60, 2)
@@ -289,6 +295,87 @@ def _results_sections(data_root, claims, table) -> list[str]:
     return parts
 
 
+STUDY_FIGURES = (
+    (
+        "size_policy_curves.png",
+        "Validation: FN rate per size class against false alarms per 1,000 normals (masked cells)",
+    ),
+    ("diagnosis_confusion.png", "Defect-type diagnosis on test: confusion matrix (rows true type)"),
+    (
+        "photometric_auroc.png",
+        "Image AUROC of every trained model under graded lighting shifts (no retraining)",
+    ),
+    (
+        "photometric_mitigation.png",
+        "The mitigation (illumination normalisation) against the model without it",
+    ),
+)
+
+
+def _studies_sections(data_root) -> list[str]:
+    """Beyond the paper (8.4): size-aware operating points, defect-type diagnosis, photometric shifts."""
+    if data_root is None:
+        return []
+    found = {
+        n: tables.read(data_root, n, missing_ok=True)
+        for n in ("size_policy", "diagnosis_summary", "photometric_mitigation", "photometric_cost")
+    }
+    shift = tables.read(data_root, "photometric_shift", missing_ok=True)
+    if all(v is None for v in found.values()) and shift is None:
+        return []
+    parts = [
+        "<h2 id='beyond'>Beyond the paper (section 8.4's future work)</h2><p>Three studies on the run's own "
+        "trained cells (notebooks 09 and 11; docs/studies.md). Every rule and threshold is fitted on "
+        "validation; the numbers are on test.</p>"
+    ]
+    if found["size_policy"] is not None:
+        b = found["size_policy"].budget_per_1000.iloc[0]
+        parts.append(
+            f"<h3>Size-aware operating points</h3><p>A threshold per region-area class against the single "
+            f"threshold, both fitted on validation at {b:g} false alarms per 1,000 normal underbodies per view; "
+            "FN rate per size class and false alarms on test with 95% bootstrap intervals; difference = "
+            "size-aware − single.</p>"
+            + _html_table(found["size_policy"].drop(columns="budget_per_1000").round(3))
+        )
+    if found["diagnosis_summary"] is not None:
+        parts.append(
+            "<h3>Defect-type diagnosis</h3><p>Type of each detected defect region, trained on validation "
+            "defects, tested on test defects (masked cells); accuracy with Wilson 95% intervals, the majority "
+            "baseline, and a control trained on shuffled features.</p>"
+            + _html_table(found["diagnosis_summary"].round(3))
+        )
+    if shift is not None:
+        import pandas as pd
+
+        t = shift.groupby(["model", "masked", "kind", "level"])["auroc"].mean().reset_index()
+        wide = t.pivot_table(index=["model", "masked"], columns=["kind", "level"], values="auroc").round(3)
+        wide.columns = [f"{k} {lv:g}" if k != "none" else "none" for k, lv in wide.columns]
+        parts.append(
+            "<h3>Photometric robustness</h3><p>Image AUROC on test (mean over views) of every trained model "
+            "under graded lighting shifts, without retraining.</p>"
+            + _html_table(pd.DataFrame(wide).reset_index())
+        )
+    if found["photometric_mitigation"] is not None:
+        parts.append(
+            "<p>The mitigation (per-image illumination normalisation, the model retrained on normalised crops): "
+            "gain in AUROC per shift, and its cost.</p>"
+            + _html_table(found["photometric_mitigation"].round(3))
+            + (
+                _html_table(found["photometric_cost"].round(3))
+                if found["photometric_cost"] is not None
+                else ""
+            )
+        )
+    figs = Path(data_root) / "figures"
+    parts += [
+        f"<figure><img alt='{html.escape(cap)}' src='{_inline_png(figs / f)}'><figcaption>{html.escape(cap)}"
+        "</figcaption></figure>"
+        for f, cap in STUDY_FIGURES
+        if (figs / f).is_file()
+    ]
+    return parts
+
+
 def _summary_sections(data_root, profile: str | None) -> list[str]:
     """Summary of findings (notebook 09's ``findings``), a glossary, and how this run differs."""
     parts = []
@@ -423,6 +510,7 @@ def write_index(
         parts.append(f"<p class='summary'>{html.escape(summary)}</p>")
     parts += _summary_sections(data_root, profile)
     parts += _results_sections(data_root, claims, table)
+    parts += _studies_sections(data_root)
     parts += _run_sections(out_dir, results, breakdown)
     page = (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "

@@ -1,4 +1,4 @@
-"""The workbook: stages 00-03 once, the training grid cell by cell, then 08-10, and the index.
+"""The workbook: stages 00-03 once, the training grid cell by cell, then 08-11, and the index.
 
 ``run_workbook`` is what ``make run`` and ``python -m lib run`` call; notebooks run through
 ``lib.notebooks``, the grid through ``lib.grid``, and the index is written by ``lib.report``.
@@ -98,7 +98,7 @@ def run_workbook(
     skip: list[str] | None = None,
     **executor_kwargs,
 ) -> list[dict]:
-    """Run the workbook on one profile: stages 00-03 once, the training grid cell by cell, then 08-10.
+    """Run the workbook on one profile: stages 00-03 once, the training grid cell by cell, then 08-11.
 
     ``only`` runs just those notebooks, in order (no grid); ``skip`` leaves out the post-grid notebooks with
     those numbers (e.g. ['10'], whose bundle needs all three views, in a one-view run). Finished grid cells are skipped, so an
@@ -132,7 +132,7 @@ def run_workbook(
         if skip:
             bad = {str(k).zfill(2) for k in skip} - {b.name[:2] for b in post}
             if bad:
-                raise ValueError(f"--skip: {sorted(bad)} is not a notebook run after the grid (08-10)")
+                raise ValueError(f"--skip: {sorted(bad)} is not a notebook run after the grid (08-11)")
             post = [b for b in post if b.name[:2] not in {str(k).zfill(2) for k in skip}]
         skipped, shared, ex, ex_name = 0, [], None, executor
         if run_list(pre):
@@ -153,7 +153,7 @@ def run_workbook(
             shared, skipped = grid.get("shared", []), len(grid["skipped"])
             run_list(post)
         summary = run_summary(results, time.perf_counter() - started, ex_name, skipped)
-        breakdown = time_breakdown(results, shared, getattr(ex, "workers", 1) if ex is not None else 1)
+        breakdown = time_breakdown(results, shared, getattr(ex, "workers", 1) if ex is not None else 1, data)
         print(summary, flush=True)
         _print_breakdown(breakdown)
         write_index(runs, results, title, data, summary, breakdown, profile=name)

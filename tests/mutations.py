@@ -45,6 +45,8 @@ FAST = [
 LAYER = ["tests/test_layers.py"]
 UB, SC = "lib/acquire/underbody.py", "tests/test_scene.py"
 RUNNER = "lib/notebooks.py"
+OPS, DIA, PHO = "lib/studies/operating_points.py", "lib/studies/diagnosis.py", "lib/studies/photometric.py"
+STUDIES = "tests/test_studies.py"
 
 
 class Mutation(NamedTuple):
@@ -751,6 +753,87 @@ MUTATIONS = [
         "[paper-dry.models.patchcore]\nallow_random_backbone = true",
         "[paper-dry.models.patchcore]\nallow_random_backbone = true\ninput_size = [424, 240]",
         ("tests/test_paper_profile.py", "-k", "geometry"),
+    ),
+    # ---------------------------------------------------------------- issue 29: the studies
+    Mutation(
+        "size-policy-judges-region-mean",
+        "a region is judged by its mean score, not its peak (a size policy that ignores area then differs from the single threshold)",
+        OPS,
+        "    np.maximum.at(peaks, flat, np.asarray(anomaly_map, np.float64).ravel())",
+        "    peaks = np.bincount(flat, np.asarray(anomaly_map, np.float64).ravel(), n) / np.maximum(np.bincount(flat, minlength=n), 1)",
+        (STUDIES, "-k", "ignores_area or by_hand"),
+    ),
+    Mutation(
+        "size-policy-search-skips-small-thresholds",
+        "the search tries only the highest small-class threshold (not exact)",
+        OPS,
+        "    for i in range(len(cand[0])):",
+        "    for i in range(len(cand[0]))[-1:]:",
+        (STUDIES, "-k", "best_triple or keeps_small"),
+    ),
+    Mutation(
+        "single-threshold-highest-within-budget",
+        "the single threshold is the highest candidate within the budget, not the lowest",
+        OPS,
+        "    for t in _candidates(top, floor):",
+        "    for t in _candidates(top, floor)[::-1]:",
+        (STUDIES, "-k", "keeps_small or one_area_class"),
+    ),
+    Mutation(
+        "diagnosis-control-not-shuffled",
+        "the shuffled-feature control trains on the real features",
+        DIA,
+        "        x = x[np.random.default_rng(shuffle_seed).permutation(len(x))]",
+        "        x = x[np.arange(len(x))]",
+        (STUDIES, "-k", "shuffled"),
+    ),
+    Mutation(
+        "diagnosis-probabilities-unstandardised",
+        "predict_proba forgets the standardisation scikit-learn was fitted on",
+        DIA,
+        "        z = ((np.atleast_2d(np.asarray(x, np.float64)) - self.mean) / self.scale) @ self.coef.T + self.intercept",
+        "        z = np.atleast_2d(np.asarray(x, np.float64)) @ self.coef.T + self.intercept",
+        (STUDIES, "-k", "scikit_learn"),
+    ),
+    Mutation(
+        "diagnosis-alignment-against-the-normal",
+        "seam alignment measured against the band's normal, not its tangent",
+        DIA,
+        "    tangent = np.array([-normal[1], normal[0]])",
+        "    tangent = normal",
+        (STUDIES, "-k", "seam_band"),
+    ),
+    Mutation(
+        "diagnosis-wilson-90",
+        "Wilson intervals at 90 % instead of 95 %",
+        DIA,
+        "def wilson(k: int, n: int, z: float = 1.959964)",
+        "def wilson(k: int, n: int, z: float = 1.644854)",
+        (STUDIES, "-k", "wilson"),
+    ),
+    Mutation(
+        "photometric-load-resizes-otherwise",
+        "shifted images are resized with another interpolation than training-time loading (a zero shift no longer reproduces the run)",
+        PHO,
+        "        out[i] = resize_image(img, size)",
+        "        out[i] = cv2.resize(img, tuple(size), interpolation=cv2.INTER_LINEAR)",
+        (STUDIES, "-k", "zero_shift"),
+    ),
+    Mutation(
+        "photometric-shift-ignores-level",
+        "every level of a shift draws the same strength (not graded)",
+        PHO,
+        "    s = shift.level\n",
+        "    s = 0.3\n",
+        (STUDIES, "-k", "graded"),
+    ),
+    Mutation(
+        "inspect-ignores-the-bundled-size-policy",
+        "inspect keeps the fusion's decision although the bundle carries a size-aware policy",
+        IN,
+        '        if self.policies:\n            decision = decide_by_size(views, self.info["views"])',
+        '        if False:\n            decision = decide_by_size(views, self.info["views"])',
+        ("tests/test_inspection.py", "-k", "decides_by_the_size_policy or re_deciding"),
     ),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from lib.acquire import stream as S
+from lib.acquire.underbody import DEFECT_TYPES
 from lib.config import VIEWPOINTS
 from lib.extract.template_matching import Match
 from lib.inspection import evaluate as ie
@@ -43,8 +44,8 @@ def stream(tmp_path_factory, smoke_profile):
 
 
 @pytest.fixture(scope="module")
-def bundle(built, smoke_profile, tmp_path_factory):
-    """PatchCore† of the smoke line (three viewpoints) trained into its own store, then bundled."""
+def smoke_store(built, smoke_profile, tmp_path_factory):
+    """PatchCore† of the smoke line (three viewpoints) trained into its own store."""
     from lib.models import make_model
     from lib.models.train import run_cell
 
@@ -59,12 +60,18 @@ def bundle(built, smoke_profile, tmp_path_factory):
             store,
             False,
         )
+    return root, store
+
+
+@pytest.fixture(scope="module")
+def bundle(smoke_store, tmp_path_factory):
+    """Those cells bundled."""
+    root, store = smoke_store
     return make_bundle(
         "smoke", "patchcore", tmp_path_factory.mktemp("b") / "bundle", data_root=root, store_root=store
     )
 
 
-# ---------------------------------------------------------------- the stream
 def test_stream_cars_tile_the_frames_and_the_drift_ramps(stream):
     out, cars = stream
     assert (cars.first_frame.iloc[1:].to_numpy() == cars.last_frame.iloc[:-1].to_numpy() + 1).all()
@@ -833,3 +840,69 @@ def test_soak_with_broker_kills_corrupt_chunks_a_paused_camera_and_an_inspect_re
     print(json.dumps(report, indent=1))
     assert report["passed"], json.dumps(report, indent=1)
     assert report["verdicts"] == len(cars) == N_CARS
+
+
+@pytest.fixture(scope="module")
+def studied_bundle(smoke_store, tmp_path_factory):
+    """The same cells bundled with a size-aware policy (a budget that lets every validation normal
+    through, so the smoke line's few images fit it) and the defect-type classifier."""
+    root, store = smoke_store
+    out = tmp_path_factory.mktemp("b2") / "bundle"
+    return make_bundle(
+        "smoke", "patchcore", out, data_root=root, store_root=store, size_budget=1000.0, diagnose=True
+    )
+
+
+def test_a_bundle_carries_the_size_policy_and_the_type_classifier(studied_bundle):
+    from lib.studies.diagnosis import TypeClassifier
+    from lib.studies.operating_points import SizePolicy
+
+    info = verify_bundle(studied_bundle)
+    for v in VIEWPOINTS:
+        p = SizePolicy.from_json(info["views"][v]["size_policy"])
+        assert p.segment_threshold == info["views"][v]["pixel_threshold"]
+    clf = TypeClassifier.from_json(info["diagnosis"])
+    assert set(clf.classes) <= set(DEFECT_TYPES) and len(clf.classes) >= 2
+    rel = info["diagnosis"]["weights"]["file"]
+    assert (studied_bundle / rel).is_file() and rel in (studied_bundle / "MANIFEST.json").read_text()
+
+
+def test_inspect_decides_by_the_size_policy_and_names_each_region_s_type(studied_bundle, stream, tmp_path):
+    src, cars = stream
+    run_inspection(studied_bundle, src, tmp_path / "out", progress=False)
+    records = ie.read_jsonl(tmp_path / "out" / "verdicts.jsonl")
+    assert len(records) == N_CARS
+    info = verify_bundle(studied_bundle)
+    n_regions = 0
+    for r in records:
+        assert r["decision"]["rule"] == "size-aware policy"
+        flagged = [x for v in r["views"].values() for x in v["regions"] if x["flagged"]]
+        assert (r["verdict"] == "anomalous") == bool(flagged)
+        for v, view in r["views"].items():
+            thr = info["views"][v]["size_policy"]["thresholds"]
+            for x in view["regions"]:
+                n_regions += 1
+                k = ("small", "medium", "large").index(x["size_class"])
+                assert x["threshold"] == float(thr[k]) and x["flagged"] == (x["peak"] >= float(thr[k]))
+                assert x["type"] in DEFECT_TYPES and 0 < x["type_p"] <= 1
+    assert n_regions > 0
+
+
+def test_re_deciding_plain_verdicts_by_the_policy_equals_inspect_with_it(
+    bundle, studied_bundle, stream, tmp_path
+):
+    """Notebook 10 re-decides the fused bundle's verdicts with the size policy from their regions:
+    the same decision, car by car, as inspecting with the policy bundle."""
+    src, cars = stream
+    run_inspection(bundle, src, tmp_path / "plain", progress=False, overlays="none")
+    run_inspection(studied_bundle, src, tmp_path / "size", progress=False, overlays="none")
+    plain = ie.read_jsonl(tmp_path / "plain" / "verdicts.jsonl")
+    sized = ie.read_jsonl(tmp_path / "size" / "verdicts.jsonl")
+    offline = ie.size_policy_verdicts(plain, verify_bundle(studied_bundle))
+    assert list(offline.size_policy) == [r["verdict"] == "anomalous" for r in sized]
+    assert list(offline.final) == [r["verdict"] == "anomalous" for r in plain]
+    matched = ie.match_cars(ie.verdict_table(plain), cars).merge(offline[["pass", "size_policy"]], on="pass")
+    rates = ie.rule_rates(matched).set_index("rule")
+    assert rates.loc["size-aware policy", "false_alarms_per_1000"] == pytest.approx(
+        1000 * (matched.size_policy & (matched.defective == 0)).sum() / (matched.defective == 0).sum()
+    )

@@ -23,6 +23,7 @@ LAYERS = (
     ("store", ("lib.store", "lib.identity")),
     ("models", ("lib.models",)),
     ("evaluate", ("lib.evaluate",)),
+    ("studies", ("lib.studies",)),
     ("notebook runner", ("lib.notebooks",)),
     ("grid", ("lib.grid",)),
     ("report", ("lib.report",)),

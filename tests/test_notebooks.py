@@ -27,8 +27,13 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
         "02_synthetic_defects.ipynb",
         "03_masking.ipynb",
     ]
-    assert names[-3:] == ["08_evaluate.ipynb", "09_error_analysis.ipynb", "10_inspection.ipynb"]
-    assert sorted(names[4:-3]) == sorted(f"{m}/front/masked/seed0" for m in ALL_MODELS)
+    assert names[-4:] == [
+        "08_evaluate.ipynb",
+        "09_error_analysis.ipynb",
+        "10_inspection.ipynb",
+        "11_photometric_shift.ipynb",
+    ]
+    assert sorted(names[4:-4]) == sorted(f"{m}/front/masked/seed0" for m in ALL_MODELS)
     for r in results:
         assert Path(r["html"]).stat().st_size > 10_000
     index = (runs / "index.html").read_text()
@@ -36,7 +41,7 @@ def test_notebook_chain_runs_under_papermill(tmp_path):
     assert "Claims of the paper, tested on this run" in index
     md = (runs / "results.md").read_text()
     assert all(f"| {m}† | " in md for m in ALL_MODELS) and "Claims of the paper" in md
-    for r in results[:4] + results[-3:]:  # numbered notebooks: also a report without code
+    for r in results[:4] + results[-4:]:  # numbered notebooks: also a report without code
         report = Path(r["report"]).read_text()
         assert "# Parameters (papermill overrides these)" not in report, r["report"]
         _assert_clean_report(report, r["report"], tmp_path)

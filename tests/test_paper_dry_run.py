@@ -18,7 +18,7 @@ def test_reduced_paper_dry_run(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
     cmd = [sys.executable, "-m", "lib", "run", "--profile", "paper", "--dry-run", "--views", "center"]
     cmd += ["--variants", "raw", "--models", KINDS, "--no-resource-plan", "--data-root", str(data)]
-    cmd += ["--runs-dir", str(runs), "--skip", "10", "--executor", "auto"]
+    cmd += ["--runs-dir", str(runs), "--skip", "10,11", "--executor", "auto"]
     done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]
     cells = sorted(p.name for p in (runs / "cells").iterdir() if p.name.endswith("_seed0"))

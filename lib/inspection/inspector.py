@@ -102,6 +102,23 @@ def decide(views: dict[str, dict], fused: dict, veto: dict[str, float], threshol
     return {"anomalous": anomalous, "rule": rule, "reason": reason, "overruled": overruled}
 
 
+def decide_by_size(views: dict[str, dict], meta: dict) -> dict:
+    """The car's decision under the bundle's size-aware policies: anomalous when a view has a region
+    at or above its area class's threshold (``lib.studies.operating_points``); says which."""
+    hits = [(v, r) for v, vr in views.items() for r in vr["regions"] if r.get("flagged")]
+    if hits:
+        v, r = max(hits, key=lambda h: h[1]["peak"])
+        budget = meta[v]["size_policy"]["budget_per_1000"]
+        reason = (
+            f"size-aware policy (budget {budget:g} false alarms per 1,000 normals per view): view {v}, a "
+            f"{r['size_class']} region on seam {r['seam'] or '-'} with peak {r['peak']:.4g} >= its class "
+            f"threshold {r['threshold']:.4g}"
+        )
+    else:
+        reason = "size-aware policy: no region of any view reaches its area class's threshold"
+    return {"anomalous": bool(hits), "rule": "size-aware policy", "reason": reason, "overruled": []}
+
+
 def locate(views: dict[str, dict], anomalous: bool) -> tuple[list[dict], str]:
     """Where an anomalous car's evidence lies: per view above its threshold, its strongest region
     (above the pixel threshold) or, if none, the map's peak (marked ``below_pixel_threshold``).
@@ -110,13 +127,12 @@ def locate(views: dict[str, dict], anomalous: bool) -> tuple[list[dict], str]:
         return [], ""
     where = []
     for v, r in views.items():
-        if r["z"] < 0:
+        if r["verdict"] != "anomalous":  # z >= 0, or a region the size-aware policy flagged
             continue
         if r["regions"]:
-            top = r["regions"][0]
-            where.append(
-                {"view": v, "kind": "region", **{k: top[k] for k in ("bbox", "seam", "robot", "peak")}}
-            )
+            top = next((x for x in r["regions"] if x.get("flagged", True)), r["regions"][0])
+            keys = ("bbox", "seam", "robot", "peak", "size_class", "type", "type_p")
+            where.append({"view": v, "kind": "region", **{k: top[k] for k in keys if k in top}})
         else:
             where.append({"view": v, "kind": "peak", "below_pixel_threshold": True, **r["peak"]})
     where.sort(key=lambda w: -views[w["view"]]["z"])
@@ -229,6 +245,23 @@ class Inspector:
                 "seam_names": [s["name"] for s in meta["seams"]],
                 "robots": {s["name"]: s["robot"] for s in meta["seams"]},
             }
+        self.policies = {}
+        for v in VIEWPOINTS:
+            if "size_policy" in self.info["views"][v]:
+                from lib.studies.operating_points import SizePolicy
+
+                self.policies[v] = SizePolicy.from_json(self.info["views"][v]["size_policy"])
+        if self.policies and set(self.policies) != set(VIEWPOINTS):
+            raise BundleError(
+                f"{d / 'bundle.json'}: a size policy for {sorted(self.policies)} only; need every view"
+            )
+        self.classifier = self.type_extractor = None
+        if "diagnosis" in self.info:
+            from lib.studies import diagnosis as D
+
+            self.classifier = D.TypeClassifier.from_json(self.info["diagnosis"])
+            self.type_extractor = D.make_extractor(weights=d / self.info["diagnosis"]["weights"]["file"])
+            self.geometry = {v: D.SeamGeometry.from_roi(self.views[v]["roi"]) for v in VIEWPOINTS}
         fps = float(self.info.get("fps", 10.0))
         self.fps = fps
         self.segmenter = PassSegmenter(
@@ -295,6 +328,22 @@ class Inspector:
                     "robot": meta["robots"].get(seam, ""),
                 }
             )
+        policy = self.policies.get(view)
+        if policy is not None:
+            judged = policy.judge_regions(
+                [r["area"] / cmap.size for r in regions], [r["peak"] for r in regions]
+            )
+            for r, j in zip(regions, judged, strict=True):
+                r.update(j)
+            verdict = any(j["flagged"] for j in judged)
+        if self.classifier is not None and regions:
+            from lib.studies import diagnosis as D
+
+            feats = D.backbone_map(self.type_extractor, crop)
+            for j, r in enumerate(regions, start=1):
+                x = D.region_features(self.type_extractor, crop, lab == j, self.geometry[view], feats)
+                kind, p = self.classifier.predict(x)
+                r["type"], r["type_p"] = kind[0], round(float(p[0]), 4)
         regions.sort(key=lambda r: -r["peak"])
         py, px = np.unravel_index(int(np.argmax(cmap)), cmap.shape)
         label = int(meta["seam_map"][py, px])
@@ -337,6 +386,8 @@ class Inspector:
         fused = fuse({v: r["z"] for v, r in views.items()}, self.info["fusion"])
         veto = {v: float(self.views[v].get("veto_z", float("inf"))) for v in VIEWPOINTS}
         decision = decide(views, fused, veto, self.info["fusion"]["threshold"])
+        if self.policies:
+            decision = decide_by_size(views, self.info["views"])
         anomalous = decision.pop("anomalous")
         fused["final_verdict"] = anomalous
         where, evidence = locate(views, anomalous)
