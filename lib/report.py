@@ -117,17 +117,93 @@ def deviations_markdown(profile_name: str, rows: list[dict]) -> str:
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+STUDIES_START, STUDIES_END = "<!-- studies:start -->", "<!-- studies:end -->"
+
+
+def _replace_block(text: str, start: str, end: str, body: str, where) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"{where} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def update_readme(results_md: Path, readme: Path = REPO_ROOT / "README.md", note: str = "") -> Path:
-    """Replace the README's generated results block with a run's ``results.md`` (never typed by hand)."""
+    """Replace the README's generated results block with a run's ``results.md``, and its studies block
+    with the run's ``studies.md`` when there is one (never typed by hand)."""
     if not results_md.is_file():
         raise FileNotFoundError(f"no results table at {results_md}: run the workbook first")
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
     body = results_md.read_text().strip() + ("\n\n" + note.strip() if note else "")
-    return write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    text = _replace_block(readme.read_text(), README_START, README_END, body, readme)
+    studies = results_md.with_name("studies.md")
+    if studies.is_file():
+        text = _replace_block(text, STUDIES_START, STUDIES_END, studies.read_text().strip(), readme)
+    return write_text(readme, text)
+
+
+def studies_markdown(data_root, dry: bool = False) -> str | None:
+    """The README's studies block: the headline of each study beyond the paper (test split, this run)
+    for the model notebook 09 diagnosed in detail (its ``diagnosis_model``, the bundled one), from the
+    tables notebooks 09 and 11 wrote; None before they ran."""
+    if data_root is None:
+        return None
+    read = {
+        n: tables.read(data_root, n, missing_ok=True)
+        for n in ("size_policy", "diagnosis_summary", "photometric_shift", "photometric_mitigation")
+    }
+    if all(v is None for v in read.values()):
+        return None
+    detail = tables.read(data_root, "diagnosis_per_type", missing_ok=True)
+    found = [t for t in read.values() if t is not None and "model" in t and len(t)]
+    if detail is not None and len(detail):
+        model = str(detail.model.iloc[0])
+    elif found:
+        model = sorted(found[0].model.astype(str))[0]
+    else:
+        return None
+    rows = []
+    sp = read["size_policy"]
+    if sp is not None and len(sp[(sp.model == model) & sp.masked]):
+        t = sp[(sp.model == model) & sp.masked].set_index("metric")
+        fn = "; ".join(
+            f"{c} {t.loc[f'fn_rate_{c}', 'size_aware']:.2f} vs {t.loc[f'fn_rate_{c}', 'single']:.2f} "
+            f"(diff. {t.loc[f'fn_rate_{c}', 'difference_ci']})"
+            for c in ("small", "medium", "large")
+        )
+        fa = t.loc["false_alarms_per_1000"]
+        rows.append(
+            f"| size-aware vs one threshold, budget {sp.budget_per_1000.iloc[0]:g} / 1,000 (val) | FN rate {fn}; "
+            f"false alarms {fa.size_aware:.0f} vs {fa.single:.0f} per 1,000 |"
+        )
+    ds = read["diagnosis_summary"]
+    if ds is not None and "accuracy" in ds and len(ds[ds.model == model].dropna(subset=["accuracy"])):
+        d = ds[ds.model == model].dropna(subset=["accuracy"]).iloc[0]
+        rows.append(
+            f"| defect type of detected regions ({int(d.n_test)} test defects, {int(d.undetected_test)} not detected) | "
+            f"accuracy {d.accuracy:.2f} [{d.accuracy_ci}] vs majority ({d.baseline}) {d.baseline_accuracy:.2f}; "
+            f"shuffled-feature control {d.shuffled_accuracy:.2f} |"
+        )
+    ps = read["photometric_shift"]
+    if ps is not None and len(ps[(ps.model == model) & ps.masked]):
+        g = ps[(ps.model == model) & ps.masked].groupby(["kind", "level"]).auroc.mean()
+        strongest = {k: g[k].index.max() for k in g.index.get_level_values(0).unique() if k != "none"}
+        text = ", ".join(
+            f"{k.replace('_', ' ')} {lv:g}: {g[(k, lv)]:.2f}" for k, lv in sorted(strongest.items())
+        )
+        pm = read["photometric_mitigation"]
+        gain = ""
+        if pm is not None and "auroc_gain" in pm:
+            m = pm[(pm.model == model) & pm.masked & (pm.kind != "none")].dropna(subset=["auroc_gain"])
+            if len(m):
+                best = m.loc[m.auroc_gain.idxmax()]
+                gain = (
+                    f"; normalisation: {best.auroc_gain:+.2f} at {best.kind.replace('_', ' ')} {best.level:g}"
+                )
+        rows.append(f"| image AUROC under lighting shifts (none: {g[('none', 0.0)]:.2f}) | {text}{gain} |")
+    if not rows:
+        return None
+    banner = f"{DRY_RUN_BANNER}\n\n" if dry else ""
+    return banner + f"| {model}†, test split of this run | measured |\n|---|---|\n" + "\n".join(rows)
 
 
 def time_breakdown(
@@ -519,6 +595,9 @@ def write_index(
     )
     if table is not None:
         write_text(out_dir / "results.md", _results_markdown(title, table, claims, summary))
+    studies = studies_markdown(data_root, dry)
+    if studies:
+        write_text(out_dir / "studies.md", studies)
     return write_text(out_dir / "index.html", page)
 
 

@@ -192,3 +192,53 @@ def test_differences_table_says_which_paper_models_this_run_left_out(tmp_path):
     assert "--models +efficientad_m" in table.loc["EfficientAD-M", "training budget (ours / Table 3)"]
     assert list(table.index) == ["PatchCore", "EfficientAD-S", "MemSeg", "EfficientAD-M", "SimpleNet"]
     assert table.loc["EfficientAD-M", "seeds (paper: 3)"] == "—"
+
+
+def test_study_times_join_the_breakdown_and_the_studies_block_comes_from_the_tables(tmp_path):
+    import pandas as pd
+
+    from lib.evaluate import tables as T
+    from lib.report import STUDIES_END, STUDIES_START, studies_markdown, time_breakdown, update_readme
+    from lib.studies import timed
+
+    root = tmp_path / "data"
+    with timed(root, "11 · shifts"):
+        pass
+    with timed(root, "11 · shifts"):  # timed again: replaces its row
+        pass
+    rows = time_breakdown(
+        [{"notebook": "11_photometric_shift.ipynb", "seconds": 9.0, "error": None}], data_root=root
+    )
+    assert [r["part"] for r in rows] == ["11_photometric_shift.ipynb", "  of which 11 · shifts"]
+    assert studies_markdown(root) is None
+    T.write(
+        root,
+        "diagnosis_summary",
+        pd.DataFrame(
+            [
+                {
+                    "model": "patchcore",
+                    "masked": True,
+                    "n_test": 10,
+                    "undetected_test": 2,
+                    "accuracy": 0.7,
+                    "accuracy_ci": "0.40-0.89",
+                    "baseline": "missing",
+                    "baseline_accuracy": 0.3,
+                    "shuffled_accuracy": 0.31,
+                }
+            ]
+        ),
+    )
+    md = studies_markdown(root)
+    assert "accuracy 0.70 [0.40-0.89] vs majority (missing) 0.30; shuffled-feature control 0.31" in md
+    runs = tmp_path / "runs"
+    (runs).mkdir()
+    (runs / "results.md").write_text("R")
+    (runs / "studies.md").write_text(md)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"a\n<!-- results:start -->\nold\n<!-- results:end -->\nb\n{STUDIES_START}\nold\n{STUDIES_END}\nc\n"
+    )
+    text = update_readme(runs / "results.md", readme).read_text()
+    assert "old" not in text and md in text and text.endswith("c\n")
