@@ -153,6 +153,8 @@ def test_compare_of_equal_rules_has_zero_difference_and_counts_by_hand():
     assert t.loc["false_alarms_per_1000", "single"] == pytest.approx(1000 / 3)
     assert t.loc["fn_rate_small", "single"] == 1.0 and t.loc["fn_rate_large", "single"] == 0.0
     assert (t.difference == 0).all() and (t.difference_ci == "0 to 0").all()
+    two = pd.concat([dec, dec.assign(seed=1)], ignore_index=True)  # an image resampled once for both seeds
+    assert OP.compare(two, n_resamples=20).set_index("metric").loc["fn_rate_small", "single"] == 1.0
 
 
 # ---------------------------------------------------------------- defect-type diagnosis

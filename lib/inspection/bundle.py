@@ -330,8 +330,10 @@ def make_bundle(
             if diagnose != "auto":
                 raise
             optional["diagnosis_skipped"] = str(exc)
-        else:
-            weight_files[optional["diagnosis"]["weights"]["file"]] = optional["diagnosis"]["weights"]
+        else:  # the same tensors as a model's backbone (same SHA-256, one file): listed once, as the model's
+            weight_files.setdefault(
+                optional["diagnosis"]["weights"]["file"], optional["diagnosis"]["weights"]
+            )
     info = {
         "bundle_format": BUNDLE_FORMAT,
         "profile": prof.name,

@@ -362,7 +362,9 @@ def confusion_figure(cm: pd.DataFrame, title: str = ""):
     ax.set_yticks(range(len(cm.index)), cm.index)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, int(cm.iat[i, j]), ha="center", va="center", fontsize=9)
+            v = int(cm.iat[i, j])
+            dark = v > 0.5 * max(1, int(cm.to_numpy().max()))
+            ax.text(j, i, v, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     ax.set_xlabel("predicted type")
     ax.set_ylabel("true type")
     ax.set_title(title, fontsize=10)

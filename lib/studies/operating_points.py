@@ -338,7 +338,8 @@ def compare(dec: pd.DataFrame, n_resamples: int = 1000, seed: int = B.DEFAULT_SE
         point = _rates(g)
         draws = []
         if n_resamples:
-            strata = g.viewpoint + "/" + g.label + "/" + g.seed.astype(str)
+            # an image is one underbody: drawn once for every seed's row of it (paired across seeds)
+            strata = g.viewpoint + "/" + g.label
             groups = g.image_id + "/" + g.viewpoint
             counts = B.resample_counts(groups.to_numpy(), strata.to_numpy(), n_resamples, seed)
             draws = [_rates(g, c.astype(float)) for c in counts]
@@ -387,7 +388,9 @@ def fn_curves(peaks_tab: pd.DataFrame) -> pd.DataFrame:
 
 def curves_figure(curves: pd.DataFrame, masked: bool = True, budget: float | None = None):
     """Rows = models, columns = viewpoints: FN rate per size class against false alarms per 1,000
-    normal underbodies as the threshold sweeps (validation; first seed); the budget as a line."""
+    normal underbodies as the threshold sweeps (validation; first seed); the budget as a line. A curve
+    ends where the threshold reaches the cell's pixel threshold (no region exists below it): a model
+    whose normal maps stay below it has all its points at zero false alarms."""
     import matplotlib.pyplot as plt
 
     c = curves[(curves.masked == masked) & (curves.seed == curves.seed.min())]
@@ -408,7 +411,16 @@ def curves_figure(curves: pd.DataFrame, masked: bool = True, budget: float | Non
             ax = axes[i, j]
             g = c[(c.model == m) & (c.viewpoint == v)].sort_values("false_alarms_per_1000")
             for cls, colour in zip(SIZE_CLASSES, ("tab:red", "tab:orange", "tab:blue"), strict=True):
-                ax.step(g.false_alarms_per_1000, g[f"fn_rate_{cls}"], where="post", color=colour, label=cls)
+                ax.plot(
+                    g.false_alarms_per_1000,
+                    g[f"fn_rate_{cls}"],
+                    color=colour,
+                    label=cls,
+                    marker="o",
+                    ms=3,
+                    drawstyle="steps-post",
+                    alpha=0.8,
+                )
             if budget is not None:
                 ax.axvline(budget, color="grey", ls=":")
             ax.set_title(f"{m}{'†' if masked else ''} · {v}", fontsize=9)

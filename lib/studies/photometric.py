@@ -444,8 +444,11 @@ def shift_examples(data_root, manifest: pd.DataFrame, viewpoint: str, shifts, se
 
 def levels_for(profile) -> dict:
     """The graded levels a profile runs: all three of ``DEFAULT_LEVELS`` for ``paper``, the middle and
-    the strongest for ``quick`` (its time budget), the strongest only for a dry run or ``smoke``."""
-    if getattr(profile, "dry_run", False) or profile.name == "smoke":
+    the strongest for ``quick`` (its time budget), the strongest only for ``smoke``, and one kind at its
+    strongest for a dry run (which proves the path at the paper's sizes, not the effect)."""
+    if getattr(profile, "dry_run", False):
+        return {"lamp_intensity": DEFAULT_LEVELS["lamp_intensity"][-1:]}
+    if profile.name == "smoke":
         return {k: v[-1:] for k, v in DEFAULT_LEVELS.items()}
     if profile.name == "paper":
         return dict(DEFAULT_LEVELS)
@@ -473,3 +476,9 @@ def zero_shift_check(data_root, manifest: pd.DataFrame, cell: Cell, threads: int
         "identical": bool(np.array_equal(again, stored)),
         "max_difference": float(np.max(np.abs(again - stored))),
     }
+
+
+def mitigation_cells(cells, model: str, profile) -> list[Cell]:
+    """The cells the mitigation retrains: ``model``'s masked cells (one only in a dry run)."""
+    chosen = [c for c in cells if c.model == model and c.masked]
+    return chosen[:1] if getattr(profile, "dry_run", False) else chosen
