@@ -791,8 +791,8 @@ MUTATIONS = [
         "diagnosis-probabilities-unstandardised",
         "predict_proba forgets the standardisation scikit-learn was fitted on",
         DIA,
-        "        z = ((np.atleast_2d(np.asarray(x, np.float64)) - self.mean) / self.scale) @ self.coef.T + self.intercept",
-        "        z = np.atleast_2d(np.asarray(x, np.float64)) @ self.coef.T + self.intercept",
+        "            (np.atleast_2d(np.asarray(x, np.float64)) - self.mean) / self.scale",
+        "            np.atleast_2d(np.asarray(x, np.float64))",
         (STUDIES, "-k", "scikit_learn"),
     ),
     Mutation(
@@ -812,11 +812,11 @@ MUTATIONS = [
         (STUDIES, "-k", "wilson"),
     ),
     Mutation(
-        "photometric-load-resizes-otherwise",
-        "shifted images are resized with another interpolation than training-time loading (a zero shift no longer reproduces the run)",
+        "photometric-load-forgets-the-roi",
+        "shifted images of a masked cell are not ROI-masked (a zero shift no longer reproduces the run)",
         PHO,
-        "        out[i] = resize_image(img, size)",
-        "        out[i] = cv2.resize(img, tuple(size), interpolation=cv2.INTER_LINEAR)",
+        "        if masked:\n            if r.roi_path not in rois:",
+        "        if False:\n            if r.roi_path not in rois:",
         (STUDIES, "-k", "zero_shift"),
     ),
     Mutation(

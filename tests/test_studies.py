@@ -252,7 +252,7 @@ def test_shifts_are_graded_deterministic_and_zero_is_the_identity():
         changes = [
             np.abs(P.apply_shift(crop, P.Shift(kind, lv), "a").astype(int) - crop).mean() for lv in levels
         ]
-        assert changes[0] > 0 and changes == sorted(changes), kind
+        assert changes[0] > 0 and all(a < b for a, b in zip(changes, changes[1:], strict=False)), kind
         assert np.array_equal(
             P.apply_shift(crop, P.Shift(kind, levels[0]), "a"),
             P.apply_shift(crop, P.Shift(kind, levels[0]), "a"),

@@ -234,11 +234,7 @@ class TypeClassifier:
             (np.atleast_2d(np.asarray(x, np.float64)) - self.mean) / self.scale
         ) @ self.coef.T + self.intercept
         if z.shape[1] == 1:  # two classes: scikit-learn keeps one row of coefficients
-            z = (
-                np.concatenate([-z / 2, z / 2], axis=1)
-                if False
-                else np.concatenate([np.zeros_like(z), z], axis=1)
-            )
+            z = np.concatenate([np.zeros_like(z), z], axis=1)
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
