@@ -906,3 +906,20 @@ def test_re_deciding_plain_verdicts_by_the_policy_equals_inspect_with_it(
     assert rates.loc["size-aware policy", "false_alarms_per_1000"] == pytest.approx(
         1000 * (matched.size_policy & (matched.defective == 0)).sum() / (matched.defective == 0).sum()
     )
+
+
+def test_locate_under_a_size_policy_names_the_flagged_region_not_the_z():
+    reg = {
+        "bbox": [1, 2, 3, 4],
+        "seam": "s2",
+        "robot": "R2",
+        "peak": 0.5,
+        "size_class": "small",
+        "flagged": True,
+    }
+    top = {**reg, "peak": 0.9, "flagged": False, "seam": "s1"}
+    views = {"front": view(-1.0, [top, reg]), "center": view(2.0, [{**top}])}
+    where, evidence = locate(views, True, by_size=True)
+    assert [(w["view"], w["seam"], w["size_class"]) for w in where] == [("front", "s2", "small")]
+    assert evidence == "regions"
+    assert [w["view"] for w in locate(views, True)[0]] == ["center"]  # the fusion's rule: z >= 0

@@ -321,3 +321,26 @@ def test_the_mitigation_trains_on_normalised_crops_and_reports_its_cost(trained,
     )
     assert list(rows.mitigation) == ["normalised"] * 2 and cost["fit_s"] > 0
     assert rows.auroc.between(0, 1).all() and np.isfinite(rows.false_alarms_per_1000).all()
+
+
+def test_curves_of_a_variant_the_run_lacks_draw_nothing():
+    """A masked-only (or raw-only, as the reduced dry run) run: no figure for the other variant."""
+    peaks = pd.DataFrame(
+        {
+            "model": "m",
+            "viewpoint": "front",
+            "masked": True,
+            "seed": 0,
+            "split": "val",
+            "label": ["normal", "anomalous", "anomalous", "anomalous"],
+            "area_ratio": [np.nan, 0.01, 0.02, 0.03],
+            "peak_small": [0.5, 0.7, -np.inf, -np.inf],
+            "peak_medium": [-np.inf, -np.inf, 0.8, -np.inf],
+            "peak_large": [-np.inf, -np.inf, -np.inf, 0.9],
+            "segment_threshold": 0.4,
+        }
+    )
+    curves = OP.fn_curves(peaks)
+    assert OP.curves_figure(curves, masked=False) is None
+    assert OP.curves_figure(curves, masked=True) is not None
+    assert curves.false_alarms_per_1000.max() == 1000.0 and curves.fn_rate_large.min() == 0.0

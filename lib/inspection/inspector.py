@@ -119,7 +119,7 @@ def decide_by_size(views: dict[str, dict], meta: dict) -> dict:
     return {"anomalous": bool(hits), "rule": "size-aware policy", "reason": reason, "overruled": []}
 
 
-def locate(views: dict[str, dict], anomalous: bool) -> tuple[list[dict], str]:
+def locate(views: dict[str, dict], anomalous: bool, by_size: bool = False) -> tuple[list[dict], str]:
     """Where an anomalous car's evidence lies: per view above its threshold, its strongest region
     (above the pixel threshold) or, if none, the map's peak (marked ``below_pixel_threshold``).
     ``evidence`` says "regions", or that the verdict rests on image-level scores only."""
@@ -127,7 +127,8 @@ def locate(views: dict[str, dict], anomalous: bool) -> tuple[list[dict], str]:
         return [], ""
     where = []
     for v, r in views.items():
-        if r["verdict"] != "anomalous":  # z >= 0, or a region the size-aware policy flagged
+        # a view counts when it is above its own threshold, or (size-aware policy) has a flagged region
+        if not (any(x.get("flagged") for x in r["regions"]) if by_size else r["z"] >= 0):
             continue
         if r["regions"]:
             top = next((x for x in r["regions"] if x.get("flagged", True)), r["regions"][0])
@@ -390,7 +391,7 @@ class Inspector:
             decision = decide_by_size(views, self.info["views"])
         anomalous = decision.pop("anomalous")
         fused["final_verdict"] = anomalous
-        where, evidence = locate(views, anomalous)
+        where, evidence = locate(views, anomalous, by_size=bool(self.policies))
         scores = {s: val for r in views.values() for s, val in r["seam_scores"].items()}
         flagged = {s for r in views.values() for s in r["flagged_seams"]}
         alerts = self.monitor.update(p.index, scores, flagged, p.car_id)

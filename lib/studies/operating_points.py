@@ -390,10 +390,13 @@ def curves_figure(curves: pd.DataFrame, masked: bool = True, budget: float | Non
     """Rows = models, columns = viewpoints: FN rate per size class against false alarms per 1,000
     normal underbodies as the threshold sweeps (validation; first seed); the budget as a line. A curve
     ends where the threshold reaches the cell's pixel threshold (no region exists below it): a model
-    whose normal maps stay below it has all its points at zero false alarms."""
+    whose normal maps stay below it has all its points at zero false alarms. None when the run has no
+    cell of the variant."""
     import matplotlib.pyplot as plt
 
-    c = curves[(curves.masked == masked) & (curves.seed == curves.seed.min())]
+    c = curves[(curves.masked == masked) & (curves.seed == curves.seed.min())] if len(curves) else curves
+    if c.empty:  # no cell of this variant in the run (e.g. a masked-only or raw-only run)
+        return None
     models, views = (
         sorted(c.model.unique()),
         [v for v in ("front", "center", "back") if v in set(c.viewpoint)],
