@@ -148,12 +148,12 @@ def studies_markdown(data_root, dry: bool = False) -> str | None:
     if data_root is None:
         return None
     read = {
-        n: tables.read(data_root, n, missing_ok=True)
+        n: _study_table(data_root, n)
         for n in ("size_policy", "diagnosis_summary", "photometric_shift", "photometric_mitigation")
     }
     if all(v is None for v in read.values()):
         return None
-    detail = tables.read(data_root, "diagnosis_per_type", missing_ok=True)
+    detail = _study_table(data_root, "diagnosis_per_type")
     found = [t for t in read.values() if t is not None and "model" in t and len(t)]
     if detail is not None and len(detail):
         model = str(detail.model.iloc[0])
@@ -371,6 +371,18 @@ def _results_sections(data_root, claims, table) -> list[str]:
     return parts
 
 
+def _study_table(data_root, name: str):
+    """A study table of this run, or None when it was not written or is empty (a run with no cell of
+    the kind the study needs, e.g. a raw-only dry run has no masked cell to diagnose)."""
+    import pandas as pd
+
+    try:
+        t = tables.read(data_root, name, missing_ok=True)
+    except pd.errors.EmptyDataError:
+        return None
+    return t if t is not None and len(t) else None
+
+
 STUDY_FIGURES = (
     (
         "size_policy_curves.png",
@@ -393,10 +405,10 @@ def _studies_sections(data_root) -> list[str]:
     if data_root is None:
         return []
     found = {
-        n: tables.read(data_root, n, missing_ok=True)
+        n: _study_table(data_root, n)
         for n in ("size_policy", "diagnosis_summary", "photometric_mitigation", "photometric_cost")
     }
-    shift = tables.read(data_root, "photometric_shift", missing_ok=True)
+    shift = _study_table(data_root, "photometric_shift")
     if all(v is None for v in found.values()) and shift is None:
         return []
     parts = [

@@ -211,6 +211,8 @@ def test_study_times_join_the_breakdown_and_the_studies_block_comes_from_the_tab
     )
     assert [r["part"] for r in rows] == ["11_photometric_shift.ipynb", "  of which 11 · shifts"]
     assert studies_markdown(root) is None
+    T.write(root, "diagnosis_summary", pd.DataFrame())  # a raw-only run: nothing to diagnose, an empty file
+    assert studies_markdown(root) is None
     T.write(
         root,
         "diagnosis_summary",
