@@ -268,11 +268,7 @@ def make_bundle(
         s = t.score.to_numpy(float)
         img_thr = float(M.best_f1_threshold(y[val], s[val]))
         vi = np.nonzero(val)[0]
-        px_thr = float(
-            M.PixelScores(
-                [o["masks"][i] for i in vi], [o["maps"][i] for i in vi], None, False
-            ).best_iou_threshold()
-        )
+        px_thr = OP.val_pixel_threshold(o)
         spread = robust_spread(s[val & ~y], img_thr)
         z_val[view] = pd.DataFrame({"z": (s[val] - img_thr) / spread, "label": t.label[val].to_numpy()})
         labels, names = seam_labels(view, prof.scale, margin)
@@ -306,9 +302,7 @@ def make_bundle(
             },
         }
         if size_budget is not None:
-            peaks, seg, edges = OP.cell_peaks(o)
-            peaks = peaks.assign(segment_threshold=seg, edge_small=edges[0], edge_medium=edges[1])
-            policy, single = OP.fit_cell(peaks, float(size_budget))
+            policy, single = OP.fit_cell(OP.cell_peak_table(o, cell, px_thr), float(size_budget))
             views[view]["size_policy"] = {
                 **policy.to_json(),
                 "budget_per_1000": float(size_budget),
@@ -316,7 +310,7 @@ def make_bundle(
                 "fitted_on": f"{int(val.sum())} validation images of {view}",
             }
         if extractor is not None:
-            type_rows.append(D.defect_regions(root, o, cell, extractor))
+            type_rows.append(D.defect_regions(root, o, cell, extractor, segment_threshold=px_thr))
     alerts_src = Path(alerts_config) if alerts_config else DEFAULT_ALERTS
     from lib.inspection.alerts import load_alert_config
 

@@ -50,18 +50,8 @@ def cell_evidence(data_root, store_root, manifest, cells, diagnose=(), extractor
         extractor = D.make_extractor()
     for cell in tqdm(list(cells), desc="maps -> regions", unit="cell", disable=not progress):
         out = load_outputs(data_root, store_root, cell, manifest)
-        t, seg, edges = OP.cell_peaks(out)
-        peaks.append(
-            t.assign(
-                model=cell.model,
-                viewpoint=cell.viewpoint,
-                masked=cell.masked,
-                seed=cell.seed,
-                segment_threshold=seg,
-                edge_small=edges[0],
-                edge_medium=edges[1],
-            )
-        )
+        seg = OP.val_pixel_threshold(out)  # once per cell, for both studies
+        peaks.append(OP.cell_peak_table(out, cell, seg))
         if cell in diagnose:
-            regions.append(D.defect_regions(data_root, out, cell, extractor, cache))
+            regions.append(D.defect_regions(data_root, out, cell, extractor, cache, seg))
     return pd.concat(peaks, ignore_index=True), (pd.concat(regions, ignore_index=True) if regions else None)

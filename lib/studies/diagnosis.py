@@ -161,18 +161,16 @@ def matched_region(anomaly_map: np.ndarray, mask: np.ndarray, threshold: float) 
     return labels == (int(np.argmax(overlap)) + 1)
 
 
-def defect_regions(data_root, out: dict, cell, extractor, cache: dict | None = None) -> pd.DataFrame:
+def defect_regions(
+    data_root, out: dict, cell, extractor, cache: dict | None = None, segment_threshold: float | None = None
+) -> pd.DataFrame:
     """One row per val/test defective image of a loaded cell (``load_outputs``): its type, split and,
-    when detected, its features (``x``)."""
+    when detected, its features (``x``). ``segment_threshold``: the cell's val pixel threshold, if known."""
+    from lib.studies.operating_points import val_pixel_threshold
+
     t = out["table"]
     root = Path(data_root)
-    val = (t.split == "val").to_numpy()
-    vi = np.nonzero(val)[0]
-    seg = float(
-        M.PixelScores(
-            [out["masks"][i] for i in vi], [out["maps"][i] for i in vi], None, False
-        ).best_iou_threshold()
-    )
+    seg = val_pixel_threshold(out) if segment_threshold is None else float(segment_threshold)
     cache = {} if cache is None else cache
     geoms = {}
     rows = []

@@ -203,18 +203,25 @@ def fit_policy(
     return SizePolicy(float(segment_threshold), tuple(float(e) for e in edges), thr)
 
 
-def cell_peaks(out: dict, edges_by_split: dict | None = None) -> tuple[pd.DataFrame, float, tuple]:
+def val_pixel_threshold(out: dict) -> float:
+    """The val-calibrated pixel threshold of a loaded cell (``load_outputs``): tau* = argmax IoU on its
+    validation images, as the evaluation's ``val-calibrated`` policy and the bundle set it."""
+    t = out["table"]
+    vi = np.nonzero((t.split == "val").to_numpy())[0]
+    return float(
+        M.PixelScores(
+            [out["masks"][i] for i in vi], [out["maps"][i] for i in vi], None, False
+        ).best_iou_threshold()
+    )
+
+
+def cell_peaks(out: dict, segment_threshold: float | None = None) -> tuple[pd.DataFrame, float, tuple]:
     """Per val and test image of a loaded cell (``lib.evaluate.evaluate.load_outputs``): its class
     peaks under the cell's val-calibrated pixel threshold and area edges from validation defects.
     Returns (table, segment threshold, edges)."""
     t = out["table"]
     val = (t.split == "val").to_numpy()
-    vi = np.nonzero(val)[0]
-    seg = float(
-        M.PixelScores(
-            [out["masks"][i] for i in vi], [out["maps"][i] for i in vi], None, False
-        ).best_iou_threshold()
-    )
+    seg = val_pixel_threshold(out) if segment_threshold is None else float(segment_threshold)
     anomalous = (t.label == "anomalous").to_numpy()
     # no validation defect (a dry run's few images): one class, every region "small"
     edges = (
@@ -242,28 +249,19 @@ def cell_peaks(out: dict, edges_by_split: dict | None = None) -> tuple[pd.DataFr
 PEAK_COLUMNS = ["peak_small", "peak_medium", "peak_large"]
 
 
-def peaks_table(data_root, store_root, manifest: pd.DataFrame, cells, progress=True) -> pd.DataFrame:
-    """``cell_peaks`` of every cell, one table (with each cell's segment threshold and edges)."""
-    from tqdm.auto import tqdm
-
-    from lib.evaluate.evaluate import load_outputs
-
-    frames = []
-    for cell in tqdm(list(cells), desc="regions", unit="cell", disable=not progress):
-        out = load_outputs(data_root, store_root, cell, manifest)
-        t, seg, edges = cell_peaks(out)
-        frames.append(
-            t.assign(
-                model=cell.model,
-                viewpoint=cell.viewpoint,
-                masked=cell.masked,
-                seed=cell.seed,
-                segment_threshold=seg,
-                edge_small=edges[0],
-                edge_medium=edges[1],
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+def cell_peak_table(out: dict, cell, segment_threshold: float | None = None) -> pd.DataFrame:
+    """``cell_peaks`` with the cell, its segment threshold and area edges on every row: what
+    ``fit_cell``, ``decisions`` and ``fn_curves`` read (one cell's part of the peaks table)."""
+    t, seg, edges = cell_peaks(out, segment_threshold)
+    return t.assign(
+        model=cell.model,
+        viewpoint=cell.viewpoint,
+        masked=cell.masked,
+        seed=cell.seed,
+        segment_threshold=seg,
+        edge_small=edges[0],
+        edge_medium=edges[1],
+    )
 
 
 CELL_KEYS = ["model", "viewpoint", "masked", "seed"]

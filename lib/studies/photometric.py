@@ -194,6 +194,27 @@ def operating_threshold(store_root, cell: Cell) -> float:
     return budget_threshold(t.score[(t.split == "val") & (t.label == "normal")].to_numpy(float))
 
 
+def _score_shifts(
+    model, data_root, cell: Cell, rows: pd.DataFrame, shifts, seed: int, thr: float, normalise: bool
+):
+    """``rows`` (a view's test images) under each shift, scored one by one: AUROC, false alarms per
+    1,000 normals at ``thr``, ms per image and the scores; one row per shift."""
+    y = (rows.label == "anomalous").to_numpy()
+    out = []
+    for shift in shifts:
+        images = load_shifted(
+            data_root, rows, model.input_size, cell.masked, shift, seed, normalise=normalise
+        )
+        t0 = time.perf_counter()
+        s = predict_one_by_one(model, images)
+        ms = 1e3 * (time.perf_counter() - t0) / len(images)
+        r = _row(cell, shift, y, s, normalise, ms)
+        r["false_alarms_per_1000"] = 1000.0 * float((s[~y] >= thr).mean())
+        r["scores"] = s
+        out.append(r)
+    return pd.DataFrame(out)
+
+
 def shift_cell(
     data_root, manifest: pd.DataFrame, cell: Cell, shifts, seed: int = 0, store_root=None, model=None
 ) -> pd.DataFrame:
@@ -205,19 +226,8 @@ def shift_cell(
     store = Path(store_root) if store_root else Path(data_root) / "results"
     model = model or AnomalyModel.load(cell_dir(store, cell) / "checkpoint")
     rows = select(manifest, cell.viewpoint, "test")
-    y = (rows.label == "anomalous").to_numpy()
     thr = operating_threshold(store, cell)
-    out = []
-    for shift in shifts:
-        images = load_shifted(data_root, rows, model.input_size, cell.masked, shift, seed)
-        t0 = time.perf_counter()
-        s = predict_one_by_one(model, images)
-        ms = 1e3 * (time.perf_counter() - t0) / len(images)
-        r = _row(cell, shift, y, s, False, ms)
-        r["false_alarms_per_1000"] = 1000.0 * float((s[~y] >= thr).mean())
-        r["scores"] = s
-        out.append(r)
-    return pd.DataFrame(out)
+    return _score_shifts(model, data_root, cell, rows, shifts, seed, thr, normalise=False)
 
 
 def stored_test_scores(store_root, cell: Cell, manifest: pd.DataFrame) -> np.ndarray:
@@ -268,19 +278,9 @@ def mitigated_cell(
     model.fit(train, val)
     fit_s = time.perf_counter() - t0
     rows = select(manifest, cell.viewpoint, "test")
-    y = (rows.label == "anomalous").to_numpy()
     thr = budget_threshold(predict_one_by_one(model, val))  # the same operating point, on its own scores
-    out = []
-    for shift in shifts:
-        images = load_shifted(data_root, rows, size, cell.masked, shift, seed, normalise=True)
-        t0 = time.perf_counter()
-        s = predict_one_by_one(model, images)
-        ms = 1e3 * (time.perf_counter() - t0) / len(images)
-        r = _row(cell, shift, y, s, True, ms)
-        r["false_alarms_per_1000"] = 1000.0 * float((s[~y] >= thr).mean())
-        r["scores"] = s
-        out.append(r)
-    return pd.DataFrame(out), {"cell": cell.key, "fit_s": fit_s}
+    rows_out = _score_shifts(model, data_root, cell, rows, shifts, seed, thr, normalise=True)
+    return rows_out, {"cell": cell.key, "fit_s": fit_s}
 
 
 def normalisation_ms(data_root, manifest: pd.DataFrame, viewpoint: str, n: int = 20) -> float:
